@@ -1,0 +1,24 @@
+//! Forwarding impls so `&T`, `Box<T>` and `Arc<T>` of a backend are backends too.
+
+/// Implements an object-safe async trait for `&T`, `Box<T>` and `Arc<T>` by forwarding every
+/// method to `T`.
+macro_rules! forward_async_trait {
+    ($trait:ident { $(fn $method:ident(&self $(, $arg:ident: $ty:ty)*) $(-> $ret:ty)?;)+ }) => {
+        forward_async_trait!(@impl [&'f T] 'f, $trait { $(fn $method(&self $(, $arg: $ty)*) $(-> $ret)?;)+ });
+        forward_async_trait!(@impl [Box<T>] 'f, $trait { $(fn $method(&self $(, $arg: $ty)*) $(-> $ret)?;)+ });
+        forward_async_trait!(@impl [std::sync::Arc<T>] 'f, $trait { $(fn $method(&self $(, $arg: $ty)*) $(-> $ret)?;)+ });
+    };
+    (@impl [$($wrapper:tt)+] $lt:lifetime, $trait:ident { $(fn $method:ident(&self $(, $arg:ident: $ty:ty)*) $(-> $ret:ty)?;)+ }) => {
+        #[async_trait::async_trait]
+        #[allow(single_use_lifetimes)]
+        impl<$lt, T: $trait + ?Sized> $trait for $($wrapper)+ {
+            $(
+                async fn $method(&self $(, $arg: $ty)*) $(-> $ret)? {
+                    (**self).$method($($arg),*).await
+                }
+            )+
+        }
+    };
+}
+
+pub(crate) use forward_async_trait;

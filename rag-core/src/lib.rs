@@ -1,0 +1,29 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod error;
+mod forward;
+pub mod generator;
+pub mod history;
+pub mod pipeline;
+pub mod prompt;
+pub mod retriever;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;
+pub mod types;
+
+pub use error::{BoxError, Error, Result, Stage};
+pub use generator::{ChunkStream, Generator};
+pub use history::HistoryStore;
+pub use pipeline::{
+    AnswerStream, Ask, DeadLetter, DeadLetterSink, Event, Failure, Pipeline, PipelineBuilder,
+    RetryPolicy, Summary, Warning,
+};
+pub use prompt::{Message, Prompt, PromptInput, PromptTemplate, RenderedPrompt, Role, TokenBudget};
+pub use retriever::Retriever;
+pub use types::{
+    Chunk, Citation, Filter, GenerationParams, Passage, RetrievalRequest, Retrieved, SessionId,
+    StopReason, Turn, TurnId, Usage, UserContext,
+};

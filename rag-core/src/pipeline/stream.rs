@@ -1,0 +1,75 @@
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::stream::{BoxStream, FusedStream, Stream, StreamExt};
+
+use super::event::Event;
+use crate::error::Result;
+
+/// The events of one ask (see [`Event`] for their order). Lazy: nothing happens until it is
+/// polled. Dropping it cancels the ask: the model call is dropped and nothing is saved.
+#[must_use = "an AnswerStream does nothing unless polled"]
+pub struct AnswerStream {
+    inner: BoxStream<'static, Event>,
+    done: bool,
+}
+
+impl AnswerStream {
+    pub(crate) fn new(inner: BoxStream<'static, Event>) -> Self {
+        AnswerStream { inner, done: false }
+    }
+
+    /// Only the answer text: `Ok` tokens, then one `Err` if the ask failed.
+    pub fn tokens(self) -> BoxStream<'static, Result<String>> {
+        self.filter_map(|event| async move {
+            match event {
+                Event::Token(t) => Some(Ok(t)),
+                Event::Error(failure) => Some(Err(failure.error)),
+                _ => None,
+            }
+        })
+        .boxed()
+    }
+
+    /// The whole answer, or the error that ended the ask.
+    pub async fn text(self) -> Result<String> {
+        let mut tokens = self.tokens();
+        let mut answer = String::new();
+        while let Some(token) = tokens.next().await {
+            answer.push_str(&token?);
+        }
+        Ok(answer)
+    }
+}
+
+impl std::fmt::Debug for AnswerStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnswerStream")
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stream for AnswerStream {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let item = self.inner.poll_next_unpin(cx);
+        match &item {
+            // The stream ends after its terminal event, whatever the producer would do next.
+            Poll::Ready(Some(event)) if event.is_terminal() => self.done = true,
+            Poll::Ready(None) => self.done = true,
+            _ => {}
+        }
+        item
+    }
+}
+
+impl FusedStream for AnswerStream {
+    fn is_terminated(&self) -> bool {
+        self.done
+    }
+}
