@@ -7,6 +7,7 @@ pub mod error;
 mod forward;
 pub mod generator;
 pub mod history;
+pub mod model;
 pub mod pipeline;
 pub mod prompt;
 pub mod retriever;
@@ -17,6 +18,7 @@ pub mod types;
 pub use error::{BoxError, Error, Result, Stage};
 pub use generator::{ChunkStream, Generator};
 pub use history::HistoryStore;
+pub use model::{ModelFamily, ModelProfile};
 pub use pipeline::{
     AnswerStream, Ask, DeadLetter, DeadLetterSink, Event, Failure, Pipeline, PipelineBuilder,
     RetryPolicy, Summary, Warning,
