@@ -9,24 +9,42 @@ use crate::history::HistoryStore;
 use crate::retriever::Retriever;
 use crate::types::{Passage, RetrievalRequest, SessionId, Turn};
 
-/// Wraps a retriever or a history store and waits `delay` before each call: the slow backend.
+/// Sleeps for `d`; no timer at all for zero (a zero-length tokio sleep still waits a tick).
+async fn pause(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// Wraps a retriever or a history store and waits before each call: the slow backend.
 #[derive(Debug, Clone)]
 pub struct Delayed<T> {
     inner: T,
     delay: Duration,
+    write_delay: Duration,
 }
 
 impl<T> Delayed<T> {
-    /// `inner`, `delay` slower.
+    /// `inner`, `delay` slower on every call.
     pub fn new(inner: T, delay: Duration) -> Self {
-        Delayed { inner, delay }
+        Delayed {
+            inner,
+            delay,
+            write_delay: delay,
+        }
+    }
+
+    /// A different delay for history writes (`append`, `clear`).
+    pub fn with_write_delay(mut self, delay: Duration) -> Self {
+        self.write_delay = delay;
+        self
     }
 }
 
 #[async_trait]
 impl<T: Retriever> Retriever for Delayed<T> {
     async fn retrieve(&self, req: &RetrievalRequest) -> Result<Vec<Passage>> {
-        tokio::time::sleep(self.delay).await;
+        pause(self.delay).await;
         self.inner.retrieve(req).await
     }
 }
@@ -34,17 +52,17 @@ impl<T: Retriever> Retriever for Delayed<T> {
 #[async_trait]
 impl<T: HistoryStore> HistoryStore for Delayed<T> {
     async fn load(&self, session: &SessionId, max_turns: usize) -> Result<Vec<Turn>> {
-        tokio::time::sleep(self.delay).await;
+        pause(self.delay).await;
         self.inner.load(session, max_turns).await
     }
 
     async fn append(&self, session: &SessionId, turn: &Turn) -> Result<()> {
-        tokio::time::sleep(self.delay).await;
+        pause(self.write_delay).await;
         self.inner.append(session, turn).await
     }
 
     async fn clear(&self, session: &SessionId) -> Result<()> {
-        tokio::time::sleep(self.delay).await;
+        pause(self.write_delay).await;
         self.inner.clear(session).await
     }
 }

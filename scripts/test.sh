@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, every test (moto's DynamoDB server
+# started on 127.0.0.1 for the DynamoDB tests and stopped afterwards), and the docs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if [ -x scripts/moto.sh ]; then
+  step "starting moto's DynamoDB server on 127.0.0.1"
+  if ! scripts/moto.sh start; then
+    echo "error: moto's server could not start, so the DynamoDB tests cannot run (see above)." >&2
+    exit 1
+  fi
+  trap 'scripts/moto.sh stop' EXIT
+  RAG_TEST_DYNAMODB_ENDPOINT="$(cat target/moto.endpoint)"
+  export RAG_TEST_DYNAMODB_ENDPOINT
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo test"
+cargo test --workspace --all-features --all-targets
+cargo test --workspace --all-features --doc
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
