@@ -55,14 +55,19 @@ async fn events_come_in_order_and_the_turn_is_saved_after_the_answer() {
     let events = events(pipeline.ask(ask("s1", "What is Lambda?"))).await;
     match &events[0] {
         Event::Sources(sources) => {
-            let ids: Vec<_> = sources.iter().map(|c| (c.index, c.passage_id.as_str())).collect();
+            let ids: Vec<_> = sources
+                .iter()
+                .map(|c| (c.index, c.passage_id.as_str()))
+                .collect();
             assert_eq!(ids, [(1, "p0"), (2, "p1")]);
             assert_eq!(sources[0].uri.as_deref(), Some("https://example.com/doc/0"));
         }
         other => panic!("first event should be Sources, got {other:?}"),
     }
     assert_eq!(tokens(&events), "Lambda runs code.");
-    assert!(events.iter().any(|e| matches!(e, Event::Usage(u) if u.input_tokens == 42)));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Usage(u) if u.input_tokens == 42)));
     let summary = done(&events);
     assert_eq!(summary.answer, "Lambda runs code.");
     assert_eq!(summary.stop_reason, Some(StopReason::EndTurn));
@@ -81,8 +86,15 @@ async fn events_come_in_order_and_the_turn_is_saved_after_the_answer() {
 async fn the_second_question_sees_the_first_turn() {
     let generator = ScriptedGenerator::new(["Use ", "SAM."]);
     let history = Arc::new(InMemoryHistory::new());
-    let pipeline = builder(&generator).with_history(history.clone()).build().unwrap();
-    let first = pipeline.ask(ask("s1", "How do I deploy?")).text().await.unwrap();
+    let pipeline = builder(&generator)
+        .with_history(history.clone())
+        .build()
+        .unwrap();
+    let first = pipeline
+        .ask(ask("s1", "How do I deploy?"))
+        .text()
+        .await
+        .unwrap();
     assert_eq!(first, "Use SAM.");
     let second: Vec<String> = pipeline
         .ask(ask("s1", "Now do it in CDK"))
@@ -105,7 +117,10 @@ async fn without_a_retriever_it_is_a_plain_bot() {
     assert!(matches!(&events[0], Event::Sources(s) if s.is_empty()));
     assert_eq!(done(&events).answer, "Hi.");
     assert!(!done(&events).saved, "no history store, nothing saved");
-    assert_eq!(prompt_text(&generator.probe().prompts()[0]), "Question: Hello?\n");
+    assert_eq!(
+        prompt_text(&generator.probe().prompts()[0]),
+        "Question: Hello?\n"
+    );
 }
 
 /// Every kind of bad input is an `InvalidInput` error event before any backend is called, and
@@ -114,7 +129,7 @@ async fn without_a_retriever_it_is_a_plain_bot() {
 async fn bad_input_fails_before_any_backend_is_called() {
     let generator = ScriptedGenerator::new(["never"]);
     let retriever = StaticRetriever::numbered(2);
-    let history = FailingHistory::new(InMemoryHistory::new());
+    let history = Arc::new(FailingHistory::new(InMemoryHistory::new()));
     let letters = Arc::new(InMemoryDeadLetters::new());
     let pipeline = builder(&generator)
         .with_retriever(retriever.clone())
@@ -185,7 +200,10 @@ async fn a_question_that_cannot_fit_is_a_context_overflow_before_the_model() {
         .unwrap();
     let events = events(pipeline.ask(ask("s1", &"long ".repeat(400)))).await;
     let failure = failed(&events);
-    assert!(matches!(failure.error, Error::ContextOverflow { budget: 976, .. }), "{failure:?}");
+    assert!(
+        matches!(failure.error, Error::ContextOverflow { budget: 976, .. }),
+        "{failure:?}"
+    );
     assert_eq!(failure.stage, Stage::Prompt);
     assert_eq!(generator.probe().calls(), 0);
 }
@@ -255,7 +273,8 @@ async fn retrieval_timeout_is_a_timeout_error() {
 
 #[tokio::test]
 async fn model_failures_before_the_first_token_are_retried() {
-    let generator = ScriptedGenerator::new(["ok"]).fail_first(2, Error::generation("throttled", true));
+    let generator =
+        ScriptedGenerator::new(["ok"]).fail_first(2, Error::generation("throttled", true));
     let pipeline = builder(&generator).build().unwrap();
     let events = events(pipeline.ask(ask("s1", "q"))).await;
     assert_eq!(done(&events).attempts, 3);
@@ -265,7 +284,8 @@ async fn model_failures_before_the_first_token_are_retried() {
 
 #[tokio::test]
 async fn retries_give_up_after_the_policy_and_report_the_error() {
-    let generator = ScriptedGenerator::new(["ok"]).fail_first(10, Error::generation("throttled", true));
+    let generator =
+        ScriptedGenerator::new(["ok"]).fail_first(10, Error::generation("throttled", true));
     let letters = Arc::new(InMemoryDeadLetters::new());
     let history = Arc::new(InMemoryHistory::new());
     let pipeline = builder(&generator)
@@ -296,7 +316,8 @@ async fn non_retryable_model_errors_are_not_retried() {
 #[tokio::test]
 async fn a_stream_error_before_any_text_is_retried_too() {
     // fail_at(0) fails every stream before its first text: retried, then reported.
-    let generator = ScriptedGenerator::new(["a", "b"]).fail_at(0, Error::generation("stream", true));
+    let generator =
+        ScriptedGenerator::new(["a", "b"]).fail_at(0, Error::generation("stream", true));
     let pipeline = builder(&generator).build().unwrap();
     let events = events(pipeline.ask(ask("s1", "q"))).await;
     assert_eq!(failed(&events).stage, Stage::Generation);
@@ -306,7 +327,8 @@ async fn a_stream_error_before_any_text_is_retried_too() {
 
 #[tokio::test]
 async fn a_failure_after_k_tokens_carries_the_partial_answer_and_saves_nothing() {
-    let generator = ScriptedGenerator::counting(10).fail_at(4, Error::generation("model stream error", true));
+    let generator =
+        ScriptedGenerator::counting(10).fail_at(4, Error::generation("model stream error", true));
     let history = Arc::new(InMemoryHistory::new());
     let letters = Arc::new(InMemoryDeadLetters::new());
     let pipeline = builder(&generator)
@@ -318,18 +340,25 @@ async fn a_failure_after_k_tokens_carries_the_partial_answer_and_saves_nothing()
     let failure = failed(&events);
     assert_eq!(failure.partial_answer, "t0 t1 t2 t3 ");
     assert_eq!(tokens(&events), "t0 t1 t2 t3 ");
-    assert_eq!(generator.probe().calls(), 1, "never retried after the first token");
+    assert_eq!(
+        generator.probe().calls(),
+        1,
+        "never retried after the first token"
+    );
     pipeline.flush().await;
     assert!(history.load(&session("s1"), 10).await.unwrap().is_empty());
     match letters.letters().as_slice() {
-        [DeadLetter::AskFailed { failure, .. }] => assert_eq!(failure.partial_answer, "t0 t1 t2 t3 "),
+        [DeadLetter::AskFailed { failure, .. }] => {
+            assert_eq!(failure.partial_answer, "t0 t1 t2 t3 ")
+        }
         other => panic!("{other:?}"),
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_first_token_times_out_and_is_retried() {
-    let generator = ScriptedGenerator::new(["late"]).with_first_token_delay(Duration::from_secs(60));
+    let generator =
+        ScriptedGenerator::new(["late"]).with_first_token_delay(Duration::from_secs(60));
     let pipeline = builder(&generator)
         .with_timeouts(Timeouts {
             first_token: Some(Duration::from_secs(1)),
@@ -346,7 +375,11 @@ async fn a_slow_first_token_times_out_and_is_retried() {
         }
     ));
     assert_eq!(generator.probe().calls(), 3);
-    assert_eq!(generator.probe().streams_dropped(), 3, "each timed-out call is dropped");
+    assert_eq!(
+        generator.probe().streams_dropped(),
+        3,
+        "each timed-out call is dropped"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -363,7 +396,9 @@ async fn a_stalled_stream_ends_with_a_timeout_and_the_partial_answer() {
         .unwrap();
     let events = events(pipeline.ask(ask("s1", "q"))).await;
     let failure = failed(&events);
-    assert!(matches!(failure.error, Error::Timeout { stage: Stage::Generation, after } if after == Duration::from_secs(2)));
+    assert!(
+        matches!(failure.error, Error::Timeout { stage: Stage::Generation, after } if after == Duration::from_secs(2))
+    );
     assert_eq!(failure.partial_answer, "t0 t1 ");
     assert_eq!(generator.probe().streams_dropped(), 1);
     assert!(history.load(&session("s1"), 10).await.unwrap().is_empty());
@@ -391,7 +426,11 @@ async fn dropping_the_stream_cancels_the_model_call_and_saves_nothing() {
     }
     assert_eq!(generator.probe().streams_open(), 1);
     drop(stream);
-    assert_eq!(generator.probe().streams_dropped(), 1, "the model stream is dropped at once");
+    assert_eq!(
+        generator.probe().streams_dropped(),
+        1,
+        "the model stream is dropped at once"
+    );
     assert_eq!(generator.probe().streams_open(), 0);
     pipeline.flush().await;
     assert_eq!(pipeline.background_tasks(), 0);
@@ -403,7 +442,10 @@ async fn dropping_the_stream_cancels_the_model_call_and_saves_nothing() {
 async fn concurrent_asks_on_one_session_both_save_once_and_sessions_stay_apart() {
     let generator = ScriptedGenerator::counting(20).with_delay(Duration::from_millis(1));
     let history = Arc::new(InMemoryHistory::new());
-    let pipeline = builder(&generator).with_history(history.clone()).build().unwrap();
+    let pipeline = builder(&generator)
+        .with_history(history.clone())
+        .build()
+        .unwrap();
     let asks = [("a", "first"), ("a", "second"), ("b", "other")];
     let results = futures::future::join_all(asks.iter().map(|(s, q)| {
         let pipeline = pipeline.clone();
@@ -411,11 +453,18 @@ async fn concurrent_asks_on_one_session_both_save_once_and_sessions_stay_apart()
         tokio::spawn(async move { events(pipeline.ask(ask)).await })
     }))
     .await;
-    let summaries: Vec<_> = results.iter().map(|r| done(r.as_ref().unwrap()).clone()).collect();
+    let summaries: Vec<_> = results
+        .iter()
+        .map(|r| done(r.as_ref().unwrap()).clone())
+        .collect();
     let a = history.load(&session("a"), 10).await.unwrap();
     let b = history.load(&session("b"), 10).await.unwrap();
     let questions: Vec<_> = a.iter().map(|t| t.question.as_str()).collect();
-    assert_eq!(questions, ["first", "second"], "both saved once, in ask order");
+    assert_eq!(
+        questions,
+        ["first", "second"],
+        "both saved once, in ask order"
+    );
     assert_eq!(a[0].id, summaries[0].turn_id);
     assert_eq!(a[1].id, summaries[1].turn_id);
     assert_eq!(b.len(), 1);
@@ -475,21 +524,32 @@ async fn history_and_retrieval_run_at_the_same_time() {
 #[tokio::test]
 async fn a_history_load_failure_warns_and_answers_by_default() {
     let generator = ScriptedGenerator::new(["ok"]);
-    let history = FailingHistory::new(InMemoryHistory::new())
-        .fail_loads(Error::history("table unavailable", true));
-    let pipeline = builder(&generator).with_history(history.clone()).build().unwrap();
+    let history = Arc::new(
+        FailingHistory::new(InMemoryHistory::new())
+            .fail_loads(Error::history("table unavailable", true)),
+    );
+    let pipeline = builder(&generator)
+        .with_history(history.clone())
+        .build()
+        .unwrap();
     let events = events(pipeline.ask(ask("s1", "q"))).await;
-    assert!(matches!(&events[0], Event::Warning(Warning::HistoryUnavailable(e)) if e.to_string().contains("table unavailable")));
+    assert!(
+        matches!(&events[0], Event::Warning(Warning::HistoryUnavailable(e)) if e.to_string().contains("table unavailable"))
+    );
     assert_eq!(done(&events).answer, "ok");
     assert!(done(&events).saved, "the turn is still saved");
-    assert_eq!(history.inner().load(&session("s1"), 5).await.unwrap().len(), 1);
+    assert_eq!(
+        history.inner().load(&session("s1"), 5).await.unwrap().len(),
+        1
+    );
 }
 
 #[tokio::test]
 async fn a_history_load_failure_can_be_fatal() {
     let generator = ScriptedGenerator::new(["ok"]);
-    let history =
-        FailingHistory::new(InMemoryHistory::new()).fail_loads(Error::history("down", true));
+    let history = Arc::new(
+        FailingHistory::new(InMemoryHistory::new()).fail_loads(Error::history("down", true)),
+    );
     let pipeline = builder(&generator)
         .with_history(history)
         .on_history_error(HistoryFailurePolicy::Fail)
@@ -503,8 +563,10 @@ async fn a_history_load_failure_can_be_fatal() {
 #[tokio::test]
 async fn a_failed_append_is_retried() {
     let generator = ScriptedGenerator::new(["ok"]);
-    let history = FailingHistory::new(InMemoryHistory::new())
-        .fail_appends(2, Error::history("throttled", true));
+    let history = Arc::new(
+        FailingHistory::new(InMemoryHistory::new())
+            .fail_appends(2, Error::history("throttled", true)),
+    );
     let pipeline = builder(&generator)
         .with_history(history.clone())
         .with_save_retry(fast_retry(3))
@@ -513,15 +575,20 @@ async fn a_failed_append_is_retried() {
     let events = events(pipeline.ask(ask("s1", "q"))).await;
     assert!(done(&events).saved);
     assert_eq!(history.append_calls(), 3);
-    assert_eq!(history.inner().load(&session("s1"), 5).await.unwrap().len(), 1);
+    assert_eq!(
+        history.inner().load(&session("s1"), 5).await.unwrap().len(),
+        1
+    );
 }
 
 #[tokio::test]
 async fn an_append_that_keeps_failing_warns_and_goes_to_the_dead_letter_sink() {
     let generator = ScriptedGenerator::new(["ok"]);
     let letters = Arc::new(InMemoryDeadLetters::new());
-    let history = FailingHistory::new(InMemoryHistory::new())
-        .fail_appends(usize::MAX, Error::history("throttled", true));
+    let history = Arc::new(
+        FailingHistory::new(InMemoryHistory::new())
+            .fail_appends(usize::MAX, Error::history("throttled", true)),
+    );
     let pipeline = builder(&generator)
         .with_history(history.clone())
         .with_save_retry(fast_retry(3))
@@ -533,7 +600,11 @@ async fn an_append_that_keeps_failing_warns_and_goes_to_the_dead_letter_sink() {
         .iter()
         .position(|e| matches!(e, Event::Warning(Warning::TurnNotSaved(_))))
         .expect("a TurnNotSaved warning");
-    assert_eq!(warning_at, events.len() - 2, "the warning comes just before Done");
+    assert_eq!(
+        warning_at,
+        events.len() - 2,
+        "the warning comes just before Done"
+    );
     let summary = done(&events);
     assert!(!summary.saved);
     assert_eq!(summary.answer, "ok", "the answer was delivered anyway");
@@ -551,13 +622,24 @@ async fn an_append_that_keeps_failing_warns_and_goes_to_the_dead_letter_sink() {
 async fn builder_mistakes_fail_at_build() {
     let generator = ScriptedGenerator::new(["ok"]);
     let cases: Vec<(PipelineBuilder, &str)> = vec![
-        (Pipeline::builder().with_template(PlainTemplate::default()), "generator"),
-        (Pipeline::builder().with_generator(generator.clone()), "template"),
         (
-            builder(&generator).with_retriever(StaticRetriever::numbered(1)).with_top_k(0),
+            Pipeline::builder().with_template(PlainTemplate::default()),
+            "generator",
+        ),
+        (
+            Pipeline::builder().with_generator(generator.clone()),
+            "template",
+        ),
+        (
+            builder(&generator)
+                .with_retriever(StaticRetriever::numbered(1))
+                .with_top_k(0),
             "top_k",
         ),
-        (builder(&generator).with_retry(RetryPolicy::attempts(0)), "max_attempts"),
+        (
+            builder(&generator).with_retry(RetryPolicy::attempts(0)),
+            "max_attempts",
+        ),
         (
             builder(&generator).with_timeouts(Timeouts {
                 idle: Some(Duration::ZERO),
@@ -565,7 +647,10 @@ async fn builder_mistakes_fail_at_build() {
             }),
             "idle",
         ),
-        (builder(&generator).with_context_window(1_000, 0), "context window"),
+        (
+            builder(&generator).with_context_window(1_000, 0),
+            "context window",
+        ),
         (
             builder(&generator).with_params(GenerationParams::default().with_top_k(0)),
             "top_k",

@@ -11,9 +11,7 @@ use cap::Cap;
 use futures::StreamExt;
 use rag::memory::InMemoryHistory;
 use rag::pipeline::{InMemoryDeadLetters, Timeouts};
-use rag::{
-    Ask, DeadLetter, Error, Event, HistoryStore, Pipeline, RetryPolicy, SessionId, TurnId,
-};
+use rag::{Ask, DeadLetter, Error, Event, HistoryStore, Pipeline, RetryPolicy, SessionId, TurnId};
 use rag_core::testing::{
     Delayed, FailingHistory, GeneratorProbe, PlainTemplate, ScriptedGenerator, StaticRetriever,
 };
@@ -100,7 +98,9 @@ fn pipeline_for(scenario: Scenario, shared: &Shared, rng: &mut fastrand::Rng) ->
     shared.probes.lock().unwrap().push(generator.probe());
     let slow_history = Delayed::new(Arc::clone(&shared.history), Duration::from_millis(1));
     let history = match scenario {
-        FlakyAppend => FailingHistory::new(slow_history).fail_appends(1, Error::history("throttled", true)),
+        FlakyAppend => {
+            FailingHistory::new(slow_history).fail_appends(1, Error::history("throttled", true))
+        }
         LostAppend => FailingHistory::new(slow_history)
             .fail_appends(usize::MAX, Error::history("throttled", true)),
         _ => FailingHistory::new(slow_history),
@@ -110,8 +110,14 @@ fn pipeline_for(scenario: Scenario, shared: &Shared, rng: &mut fastrand::Rng) ->
         .with_template(PlainTemplate::default())
         .with_history(history)
         .with_dead_letters(Arc::clone(&shared.letters))
-        .with_retry(RetryPolicy::attempts(3).with_backoff(Duration::from_millis(1), Duration::from_millis(4)))
-        .with_save_retry(RetryPolicy::attempts(3).with_backoff(Duration::from_millis(1), Duration::from_millis(4)))
+        .with_retry(
+            RetryPolicy::attempts(3)
+                .with_backoff(Duration::from_millis(1), Duration::from_millis(4)),
+        )
+        .with_save_retry(
+            RetryPolicy::attempts(3)
+                .with_backoff(Duration::from_millis(1), Duration::from_millis(4)),
+        )
         .with_timeouts(Timeouts {
             retrieval: Some(Duration::from_millis(100)),
             history: Some(Duration::from_millis(500)),
@@ -123,9 +129,10 @@ fn pipeline_for(scenario: Scenario, shared: &Shared, rng: &mut fastrand::Rng) ->
         RetrievalError => builder.with_retriever(rag_core::testing::FailingRetriever::new(
             Error::retrieval("payload too large", false),
         )),
+        // Far past the limit: under load a late poll could otherwise see both done at once.
         RetrievalTimeout => builder.with_retriever(Delayed::new(
             shared.retriever.clone(),
-            Duration::from_millis(300),
+            Duration::from_secs(30),
         )),
         _ => builder.with_retriever(shared.retriever.clone()),
     };
@@ -148,7 +155,11 @@ async fn run_ask(pipeline: &Pipeline, ask: Ask, drop_after: Option<usize>) -> Ou
             }
             Event::Done(summary) => {
                 terminals += 1;
-                assert_eq!(summary.answer.split_whitespace().count(), TOKENS, "whole answer");
+                assert_eq!(
+                    summary.answer.split_whitespace().count(),
+                    TOKENS,
+                    "whole answer"
+                );
                 outcome = Some(Outcome::Done {
                     turn_id: summary.turn_id,
                     saved: summary.saved,
@@ -176,11 +187,13 @@ async fn soak(shared: Arc<Shared>) -> Vec<Vec<(Scenario, String, Outcome)>> {
                 for q in 0..ASKS_PER_SESSION {
                     let scenario = Scenario::pick(&mut rng);
                     let pipeline = pipeline_for(scenario, &shared, &mut rng);
-                    let drop_after = (scenario == Scenario::CallerDrops).then(|| rng.usize(1..TOKENS));
+                    let drop_after =
+                        (scenario == Scenario::CallerDrops).then(|| rng.usize(1..TOKENS));
                     let question = format!("session {s} question {q} ({scenario:?})");
                     let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                     shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
-                    let outcome = run_ask(&pipeline, Ask::new(session.clone(), &question), drop_after).await;
+                    let outcome =
+                        run_ask(&pipeline, Ask::new(session.clone(), &question), drop_after).await;
                     shared.in_flight.fetch_sub(1, Ordering::SeqCst);
                     pipeline.flush().await;
                     assert_eq!(pipeline.background_tasks(), 0);
@@ -216,7 +229,22 @@ fn soak_10k_asks_with_faults_keeps_every_invariant() {
             max_in_flight: AtomicUsize::new(0),
         });
         let results = runtime.block_on(soak(Arc::clone(&shared)));
-        let alive = runtime.metrics().num_alive_tasks();
+        // A task that just finished may still be counted until its worker releases it.
+        let alive = runtime.block_on(async {
+            for _ in 0..100 {
+                if tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_alive_tasks()
+                    == 0
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        });
         let peak = ALLOCATOR.allocated();
 
         let mut by_scenario: BTreeMap<Scenario, [usize; 3]> = BTreeMap::new();
@@ -230,12 +258,19 @@ fn soak_10k_asks_with_faults_keeps_every_invariant() {
             let expected: Vec<(TurnId, &str)> = session_results
                 .iter()
                 .filter_map(|(_, q, o)| match o {
-                    Outcome::Done { turn_id, saved: true } => Some((*turn_id, q.as_str())),
+                    Outcome::Done {
+                        turn_id,
+                        saved: true,
+                    } => Some((*turn_id, q.as_str())),
                     _ => None,
                 })
                 .collect();
-            let got: Vec<(TurnId, &str)> = saved.iter().map(|t| (t.id, t.question.as_str())).collect();
-            assert_eq!(got, expected, "session {s}: exactly the saved turns, once each, in ask order");
+            let got: Vec<(TurnId, &str)> =
+                saved.iter().map(|t| (t.id, t.question.as_str())).collect();
+            assert_eq!(
+                got, expected,
+                "session {s}: exactly the saved turns, once each, in ask order"
+            );
             for (scenario, question, outcome) in session_results {
                 let counts = by_scenario.entry(*scenario).or_default();
                 match outcome {
@@ -261,7 +296,10 @@ fn soak_10k_asks_with_faults_keeps_every_invariant() {
         let total_saved: usize = (0..SESSIONS)
             .map(|s| {
                 let session = SessionId::new(format!("soak-{s}")).unwrap();
-                runtime.block_on(shared.history.load(&session, 1_000)).unwrap().len()
+                runtime
+                    .block_on(shared.history.load(&session, 1_000))
+                    .unwrap()
+                    .len()
             })
             .sum();
         let letters = shared.letters.letters();
@@ -270,7 +308,10 @@ fn soak_10k_asks_with_faults_keeps_every_invariant() {
         for letter in &letters {
             match letter {
                 DeadLetter::AskFailed { question, .. } => {
-                    assert!(ask_letters.insert(question.clone()), "one letter per failed ask");
+                    assert!(
+                        ask_letters.insert(question.clone()),
+                        "one letter per failed ask"
+                    );
                 }
                 DeadLetter::TurnNotSaved { .. } => unsaved_letters += 1,
                 other => panic!("unexpected letter {other:?}"),
@@ -280,9 +321,19 @@ fn soak_10k_asks_with_faults_keeps_every_invariant() {
         let open_streams: usize = probes.iter().map(|p| p.streams_open()).sum();
         let cancelled_streams: usize = probes.iter().map(|p| p.streams_dropped()).sum();
 
-        println!("soak: {} asks over {SESSIONS} sessions in {:.1?}", SESSIONS * ASKS_PER_SESSION, started.elapsed());
-        println!("  max in flight at once:        {}", shared.max_in_flight.load(Ordering::SeqCst));
-        println!("  ended Done:                   {done} ({done_saved} saved, {} not saved)", done - done_saved);
+        println!(
+            "soak: {} asks over {SESSIONS} sessions in {:.1?}",
+            SESSIONS * ASKS_PER_SESSION,
+            started.elapsed()
+        );
+        println!(
+            "  max in flight at once:        {}",
+            shared.max_in_flight.load(Ordering::SeqCst)
+        );
+        println!(
+            "  ended Done:                   {done} ({done_saved} saved, {} not saved)",
+            done - done_saved
+        );
         println!("  ended Error:                  {failed}");
         println!("  cancelled by the caller:      {cancelled}");
         println!("  turns in history:             {total_saved}");
@@ -295,29 +346,53 @@ fn soak_10k_asks_with_faults_keeps_every_invariant() {
         }
 
         assert_eq!(done + failed + cancelled, SESSIONS * ASKS_PER_SESSION);
-        assert!(shared.max_in_flight.load(Ordering::SeqCst) >= 500, "at least 500 asks in flight at once");
-        assert_eq!(total_saved, done_saved, "turns saved == asks that ended Done and saved");
-        assert_eq!(unsaved_letters, done - done_saved, "every unsaved turn reached the dead-letter sink");
-        assert_eq!(ask_letters, failed_questions, "every failed ask reached the dead-letter sink");
+        assert!(
+            shared.max_in_flight.load(Ordering::SeqCst) >= 500,
+            "at least 500 asks in flight at once"
+        );
+        assert_eq!(
+            total_saved, done_saved,
+            "turns saved == asks that ended Done and saved"
+        );
+        assert_eq!(
+            unsaved_letters,
+            done - done_saved,
+            "every unsaved turn reached the dead-letter sink"
+        );
+        assert_eq!(
+            ask_letters, failed_questions,
+            "every failed ask reached the dead-letter sink"
+        );
         assert_eq!(open_streams, 0, "no model stream left running");
         assert_eq!(alive, 0, "no task left running");
         for scenario in by_scenario.keys() {
             let [d, f, c] = by_scenario[scenario];
             match scenario {
-                Scenario::RetrievalError | Scenario::RetrievalTimeout | Scenario::DeadModel
-                | Scenario::MidStreamFailure | Scenario::Stalled => assert_eq!((d, c), (0, 0), "{scenario:?} always fails"),
+                Scenario::RetrievalError
+                | Scenario::RetrievalTimeout
+                | Scenario::DeadModel
+                | Scenario::MidStreamFailure
+                | Scenario::Stalled => assert_eq!((d, c), (0, 0), "{scenario:?} always fails"),
                 Scenario::CallerDrops => assert_eq!((d, f), (0, 0), "{scenario:?} always cancels"),
                 _ => assert_eq!((f, c), (0, 0), "{scenario:?} always answers"),
             }
         }
-        println!("  heap: {:.1} MiB at start, {:.1} MiB at the end of the run", baseline as f64 / 1048576.0, peak as f64 / 1048576.0);
+        println!(
+            "  heap: {:.1} MiB at start, {:.1} MiB at the end of the run",
+            baseline as f64 / 1048576.0,
+            peak as f64 / 1048576.0
+        );
         drop(probes);
         drop(results);
         drop(shared);
         drop(runtime);
     }
     let end = ALLOCATOR.allocated();
-    println!("  heap after dropping everything: {:.2} MiB (started at {:.2} MiB)", end as f64 / 1048576.0, baseline as f64 / 1048576.0);
+    println!(
+        "  heap after dropping everything: {:.2} MiB (started at {:.2} MiB)",
+        end as f64 / 1048576.0,
+        baseline as f64 / 1048576.0
+    );
     assert!(
         end < baseline + 2 * 1024 * 1024,
         "memory returns close to where it started: {baseline} -> {end} bytes"

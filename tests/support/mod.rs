@@ -20,13 +20,25 @@ pub async fn events(stream: AnswerStream) -> Vec<Event> {
     let events: Vec<Event> = stream.collect().await;
     let terminals = events.iter().filter(|e| e.is_terminal()).count();
     assert_eq!(terminals, 1, "exactly one terminal event: {events:?}");
-    assert!(events.last().unwrap().is_terminal(), "the terminal event is last");
+    assert!(
+        events.last().unwrap().is_terminal(),
+        "the terminal event is last"
+    );
     let first_token = events.iter().position(|e| matches!(e, Event::Token(_)));
     let sources = events.iter().position(|e| matches!(e, Event::Sources(_)));
     if let Some(t) = first_token {
-        assert!(sources.is_some_and(|s| s < t), "Sources before the first Token");
+        assert!(
+            sources.is_some_and(|s| s < t),
+            "Sources before the first Token"
+        );
     }
-    assert!(events.iter().filter(|e| matches!(e, Event::Usage(_))).count() <= 1);
+    assert!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Usage(_)))
+            .count()
+            <= 1
+    );
     events
 }
 
