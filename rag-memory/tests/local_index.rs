@@ -273,17 +273,123 @@ async fn a_very_long_query_is_cut_with_a_warning() {
     ));
 }
 
+async fn filtered(index: &dyn Retriever, query: &str, filter: Filter) -> Vec<String> {
+    let mut req = RetrievalRequest::new(query, 10);
+    req.filter = Some(filter);
+    let mut ids: Vec<String> = index
+        .retrieve(&req)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn eq(key: &str, value: serde_json::Value) -> Filter {
+    Filter::Equals {
+        key: key.into(),
+        value,
+    }
+}
+
 #[tokio::test]
-async fn filters_are_refused_not_ignored() {
-    let index: Arc<dyn Retriever> = Arc::new(TantivyRetriever::in_memory().unwrap());
-    let mut req = RetrievalRequest::new("q", 5);
-    req.filter = Some(Filter::Equals {
-        key: "uri".into(),
-        value: "x".into(),
-    });
-    match index.retrieve(&req).await {
-        Err(Error::InvalidInput { field, .. }) => assert_eq!(field, "filter"),
-        other => panic!("{other:?}"),
+async fn filters_select_by_fields_and_attributes() {
+    let mut tagged = Passage::new("c", "memory tuning guide").with_uri("c.md");
+    tagged
+        .attributes
+        .insert("tags".into(), serde_json::json!(["perf", "cost"]));
+    tagged.attributes.insert("version".into(), 2.into());
+    let index = TantivyRetriever::in_memory().unwrap();
+    index
+        .add_passages([
+            Passage::new("a", "memory settings")
+                .with_uri("a.md")
+                .with_title("A"),
+            Passage::new("b", "memory limits")
+                .with_uri("b.md")
+                .with_title("B"),
+            tagged,
+        ])
+        .unwrap();
+    let plain = index.search("memory", 10).unwrap().passages;
+    let only_a = index
+        .search_filtered("memory", 10, Some(&eq("uri", "a.md".into())))
+        .unwrap()
+        .passages;
+    let score_a = plain.iter().find(|p| p.id == "a").unwrap().score;
+    assert_eq!(only_a[0].score, score_a, "a filter does not change scores");
+    let index: Arc<dyn Retriever> = Arc::new(index);
+    let index = index.as_ref();
+    assert_eq!(
+        filtered(index, "memory", eq("uri", "a.md".into())).await,
+        ["a"]
+    );
+    assert_eq!(
+        filtered(index, "memory", eq("title", "B".into())).await,
+        ["b"]
+    );
+    assert_eq!(
+        filtered(index, "memory", eq("tags", "cost".into())).await,
+        ["c"]
+    );
+    assert_eq!(
+        filtered(index, "memory", eq("version", 2.0.into())).await,
+        ["c"]
+    );
+    assert!(filtered(index, "memory", eq("version", 3.into()))
+        .await
+        .is_empty());
+    let in_ab = Filter::In {
+        key: "id".into(),
+        values: vec!["a".into(), "b".into()],
+    };
+    assert_eq!(filtered(index, "memory", in_ab.clone()).await, ["a", "b"]);
+    assert_eq!(
+        filtered(index, "memory", Filter::Not(Box::new(in_ab.clone()))).await,
+        ["c"]
+    );
+    assert_eq!(
+        filtered(
+            index,
+            "memory",
+            Filter::And(vec![
+                in_ab.clone(),
+                Filter::Not(Box::new(eq("uri", "a.md".into())))
+            ])
+        )
+        .await,
+        ["b"]
+    );
+    assert_eq!(
+        filtered(
+            index,
+            "memory",
+            Filter::Or(vec![eq("id", "a".into()), eq("tags", "perf".into())])
+        )
+        .await,
+        ["a", "c"]
+    );
+    assert!(
+        filtered(index, "settings", eq("uri", "b.md".into()))
+            .await
+            .is_empty(),
+        "the filter narrows the words' matches, it does not replace them"
+    );
+
+    // Filters that cannot be applied are refused, not ignored.
+    for bad in [
+        Filter::Raw(serde_json::json!({"term": {"uri": "a.md"}})),
+        eq("tags", serde_json::json!(["perf"])),
+        eq("uri", serde_json::Value::Null),
+    ] {
+        let mut req = RetrievalRequest::new("memory", 5);
+        req.filter = Some(bad.clone());
+        match index.retrieve(&req).await {
+            Err(Error::InvalidInput { field, .. }) => assert_eq!(field, "filter"),
+            other => panic!("{bad:?}: {other:?}"),
+        }
     }
 }
 

@@ -197,6 +197,9 @@ impl TantivyRetriever {
             let path: Vec<&str> = headings.iter().filter_map(|h| h.as_str()).collect();
             doc.add_text(f.headings, path.join("\n"));
         }
+        for term in super::filter::terms(passage) {
+            doc.add_text(f.filter_terms, term);
+        }
         if !passage.attributes.is_empty() {
             let json = serde_json::to_string(&passage.attributes)
                 .expect("a map of JSON values always serializes");

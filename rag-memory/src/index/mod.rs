@@ -5,6 +5,7 @@ mod add;
 mod analyzer;
 mod builder;
 pub(crate) mod chunk;
+mod filter;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use rag_core::{Error, Passage, Result, RetrievalRequest, Retrieved, Retriever, Warning};
+use rag_core::{Error, Filter, Passage, Result, RetrievalRequest, Retrieved, Retriever, Warning};
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
@@ -47,8 +48,9 @@ const HEADINGS_BOOST: f32 = 1.5;
 /// ([`TantivyRetriever::open_or_create`]) that a later run opens again. Adding is
 /// synchronous, file-reading work: do it at start-up or in `spawn_blocking`. A search runs on
 /// the calling task; on a local index it takes well under a millisecond to a few
-/// milliseconds. Filters are not supported (a request with one is rejected), and user
-/// context is ignored: a local index has no access control.
+/// milliseconds. Filters apply to `id`, `uri`, `title` and attributes
+/// ([`TantivyRetriever::search_filtered`]); user context is ignored: a local index has no
+/// access control.
 pub struct TantivyRetriever {
     index: Index,
     reader: IndexReader,
@@ -68,6 +70,8 @@ struct Fields {
     text: Field,
     headings: Field,
     attributes: Field,
+    /// Exact `key=value` terms for filters.
+    filter_terms: Field,
 }
 
 impl Fields {
@@ -85,6 +89,7 @@ impl Fields {
             text: b.add_text_field("text", searched.clone() | STORED),
             headings: b.add_text_field("headings", searched),
             attributes: b.add_text_field("attributes", STORED),
+            filter_terms: b.add_text_field("filter_terms", STRING),
         };
         (b.build(), fields)
     }
@@ -127,6 +132,25 @@ impl TantivyRetriever {
     /// The best `top_k` passages for `query`, best first, and a warning when the query was
     /// cut to [`Self::MAX_QUERY_TERMS`] words.
     pub fn search(&self, query: &str, top_k: usize) -> Result<Retrieved> {
+        self.search_filtered(query, top_k, None)
+    }
+
+    /// Like [`TantivyRetriever::search`], keeping only passages that match `filter`.
+    ///
+    /// A filter key is `id`, `uri`, `title` or the name of a top-level attribute (such as
+    /// `headings`); values are compared exactly (whole numbers as integers, so `2` and `2.0`
+    /// are equal), and on a list attribute `Equals` means "one element equals". `Equals`,
+    /// `In`, `And`, `Or` and `Not` are supported; [`rag_core::Filter::Raw`], or a value that
+    /// is not a string, number or boolean, is an [`Error::InvalidInput`].
+    pub fn search_filtered(
+        &self,
+        query: &str,
+        top_k: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Retrieved> {
+        let filter = filter
+            .map(|f| filter::query(self.fields.filter_terms, f))
+            .transpose()?;
         let (terms, truncated_at) = self.query_terms(query)?;
         let mut retrieved = Retrieved::default();
         if let Some(at) = truncated_at {
@@ -162,7 +186,11 @@ impl TantivyRetriever {
                 })
             })
             .collect();
-        let query = BooleanQuery::new(clauses);
+        let words: Box<dyn Query> = Box::new(BooleanQuery::new(clauses));
+        let query = match filter {
+            Some(filter) => BooleanQuery::new(vec![(Occur::Must, words), (Occur::Must, filter)]),
+            None => BooleanQuery::new(vec![(Occur::Must, words)]),
+        };
         let hits = searcher
             .search(&query, &TopDocs::with_limit(limit).order_by_score())
             .map_err(index_error("search"))?;
@@ -246,12 +274,6 @@ impl Retriever for TantivyRetriever {
     }
 
     async fn retrieve_with_warnings(&self, req: &RetrievalRequest) -> Result<Retrieved> {
-        if req.filter.is_some() {
-            return Err(Error::invalid_input(
-                "filter",
-                "TantivyRetriever does not apply filters; remove the filter or use a retriever that does",
-            ));
-        }
-        self.search(&req.query, req.top_k)
+        self.search_filtered(&req.query, req.top_k, req.filter.as_ref())
     }
 }
