@@ -163,3 +163,44 @@ async fn many_sessions_from_many_tasks_stay_complete_ordered_and_apart() {
         assert_eq!(&loaded, turns, "{s}: all turns, once, in order, its own");
     }
 }
+
+/// New sessions from many threads at once never leave more than `max_sessions` behind, and
+/// the count agrees with what can be loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_session_limit_holds_under_concurrent_creation() {
+    const MAX: usize = 100;
+    let store = Arc::new(
+        InMemoryHistory::builder()
+            .with_max_sessions(MAX)
+            .build()
+            .unwrap(),
+    );
+    let sessions: Arc<Vec<SessionId>> = Arc::new(
+        (0..2_000)
+            .map(|i| SessionId::new(format!("churn-{i}")).unwrap())
+            .collect(),
+    );
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            let sessions = Arc::clone(&sessions);
+            tokio::spawn(async move {
+                for s in sessions.iter().skip(t).step_by(16) {
+                    store.append(s, &Turn::new("q", "a")).await.unwrap();
+                    assert!(store.session_count() <= MAX + 16, "bounded while running");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.session_count(), MAX);
+    let mut present = 0;
+    for s in sessions.iter() {
+        if !store.load(s, 1).await.unwrap().is_empty() {
+            present += 1;
+        }
+    }
+    assert_eq!(present, MAX);
+}
