@@ -375,12 +375,19 @@ impl KendraRetriever {
         let mut number = 1usize;
         loop {
             let (returned, mapped) = page(number as i32, page_size as i32).await?;
+            let mut fresh = 0;
             for m in mapped {
-                if self.keep(m.confidence) && seen.insert(m.passage.id.clone()) {
-                    passages.push(m.passage);
+                if seen.insert(m.passage.id.clone()) {
+                    fresh += 1;
+                    if self.keep(m.confidence) {
+                        passages.push(m.passage);
+                    }
                 }
             }
-            if passages.len() >= top_k || returned < page_size || number >= i32::MAX as usize {
+            // A short page is the last one; a page with nothing new (the service repeating
+            // itself) ends paging too, so a large top_k can never loop.
+            let done = passages.len() >= top_k || returned < page_size || fresh == 0;
+            if done || number >= i32::MAX as usize {
                 break;
             }
             number += 1;

@@ -183,6 +183,21 @@ async fn a_short_page_ends_paging() {
 }
 
 #[tokio::test]
+async fn a_repeated_page_ends_paging() {
+    let full_page = (0..100)
+        .map(|i| retrieve_item(&format!("same-{i}"), "text", "HIGH"))
+        .collect();
+    let fake = FakeKendra::always(Reply::Ok(retrieve_response(full_page))).await;
+    let retriever = fake.retriever().build().unwrap();
+    let passages = retriever
+        .retrieve(&RetrievalRequest::new("q", 1000))
+        .await
+        .unwrap();
+    assert_eq!(passages.len(), 100, "no duplicates");
+    assert_eq!(fake.requests().len(), 2, "page 2 added nothing new");
+}
+
+#[tokio::test]
 async fn a_long_query_is_cut_at_a_word_boundary_with_a_warning() {
     let fake = FakeKendra::always(Reply::Ok(two_passages())).await;
     let retriever = fake.retriever().build().unwrap();
@@ -461,6 +476,43 @@ async fn persistent_throttling_and_5xx_are_retryable_errors() {
         );
         assert_eq!(fake.requests().len(), 3, "{kind}: the SDK tried 3 times");
     }
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_retryable() {
+    // A port that was open a moment ago and is now closed: connection refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let fake = FakeKendra::always(Reply::Ok(two_passages())).await;
+    let client = aws_sdk_kendra::Client::from_conf(
+        fake.client()
+            .config()
+            .to_builder()
+            .endpoint_url(url)
+            .build(),
+    );
+    let retriever = KendraRetriever::builder()
+        .with_client(client)
+        .with_index_id(INDEX)
+        .build()
+        .unwrap();
+    let err = retriever
+        .retrieve(&RetrievalRequest::new("q", 2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Retrieval {
+                retryable: true,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("could not be sent"), "{err}");
+    assert!(fake.requests().is_empty());
 }
 
 #[tokio::test]
