@@ -6,11 +6,11 @@
 //! Both limits are checked here before any request is sent, on the filter that is actually sent
 //! (the retriever's default filter, its language filter and the request's filter combined).
 
+use aws_sdk_kendra::primitives::DateTime;
+use aws_sdk_kendra::primitives::DateTimeFormat as Format;
 use aws_sdk_kendra::types::{
     AttributeFilter as SdkFilter, DocumentAttribute, DocumentAttributeValue,
 };
-use aws_smithy_types::date_time::Format;
-use aws_smithy_types::DateTime;
 use rag_core::{Error, Filter, Result};
 use serde_json::{json, Map, Value};
 
@@ -80,6 +80,11 @@ impl AttributeValue {
 
 /// A Kendra `AttributeFilter`: typed constructors for the common cases, or any filter in
 /// Kendra's own JSON form through [`AttributeFilter::from_json`].
+///
+/// Kendra accepts a nesting depth of at most [`MAX_FILTER_DEPTH`] (each `AndAllFilters`,
+/// `OrAllFilters` and `NotFilter` opens a level) and at most [`MAX_FILTER_LIST_LEN`] filters per
+/// list; the filter actually sent (default, language and request filters joined) is checked
+/// against both before the call.
 ///
 /// Use it as the retriever's default filter
 /// ([`crate::KendraRetrieverBuilder::with_filter`]) or per request as a [`rag_core::Filter`]

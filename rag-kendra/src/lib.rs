@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
-pub mod filter;
+mod filter;
 mod mapping;
 mod query;
 mod retriever;
