@@ -99,7 +99,8 @@ start() {
         port="$(free_port)" || die "could not find a free port on 127.0.0.1"
         endpoint="http://127.0.0.1:$port"
         # setsid: the server outlives this script and gets its own process group.
-        setsid "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$LOG_FILE" 2>&1 </dev/null &
+        : >"$LOG_FILE"
+        setsid "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >>"$LOG_FILE" 2>&1 </dev/null &
         pid=$!
         deadline=$((SECONDS + WAIT_SECONDS))
         while ((SECONDS < deadline)); do

@@ -11,7 +11,7 @@ use rag_core::testing::{conformance, PlainTemplate, ScriptedGenerator};
 use rag_core::{Ask, Error, HistoryStore, Pipeline, Prompt, SessionId, Turn, TurnId};
 use rag_dynamodb::aws_sdk_dynamodb::config::retry::RetryConfig;
 use rag_dynamodb::aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-use rag_dynamodb::aws_sdk_dynamodb::types::{AttributeValue, TimeToLiveStatus};
+use rag_dynamodb::aws_sdk_dynamodb::types::{AttributeValue, BillingMode, TimeToLiveStatus};
 use rag_dynamodb::aws_sdk_dynamodb::{Client, Config};
 use rag_dynamodb::{item_size, AttributeNames, DynamoDbHistory, MAX_ITEM_BYTES};
 use support::{builder, create, raw_items, session};
@@ -430,6 +430,18 @@ async fn create_table_is_idempotent_and_checks_the_keys() {
         !store.create_table_if_missing().await.unwrap(),
         "exists already"
     );
+    let described = store
+        .client()
+        .describe_table()
+        .table_name(store.table_name())
+        .send()
+        .await
+        .unwrap();
+    let billing = described
+        .table()
+        .and_then(|t| t.billing_mode_summary())
+        .and_then(|b| b.billing_mode());
+    assert_eq!(billing, Some(&BillingMode::PayPerRequest), "on-demand");
     let mismatched = DynamoDbHistory::builder(store.table_name())
         .with_client(support::client())
         .with_attribute_names(AttributeNames {
