@@ -552,3 +552,71 @@ async fn live_dynamodb_passes_the_conformance_suite() {
     store.create_table_if_missing().await.unwrap();
     conformance::history_store(&store).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_errors_on_the_wire_are_classified() {
+    let error = |code: &str, message: &str| {
+        format!(r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"{message}"}}"#)
+    };
+    let cases = [
+        (400, error("ThrottlingException", "Rate exceeded"), true),
+        (
+            400,
+            error(
+                "ProvisionedThroughputExceededException",
+                "The level of configured provisioned throughput for the table was exceeded",
+            ),
+            true,
+        ),
+        (
+            400,
+            error(
+                "RequestLimitExceeded",
+                "Throughput exceeds the account limit",
+            ),
+            true,
+        ),
+        (
+            500,
+            error("InternalServerError", "Internal server error"),
+            true,
+        ),
+        (503, String::new(), true),
+        (
+            400,
+            error(
+                "ValidationException",
+                "One or more parameter values were invalid",
+            ),
+            false,
+        ),
+        (
+            400,
+            error(
+                "AccessDeniedException",
+                "not authorized to perform: dynamodb:Query",
+            ),
+            false,
+        ),
+    ];
+    let endpoint =
+        support::scripted_server(cases.iter().map(|(s, b, _)| (*s, b.clone())).collect());
+    let config = Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .endpoint_url(endpoint)
+        .retry_config(RetryConfig::disabled())
+        .build();
+    let store = DynamoDbHistory::try_from((Client::from_conf(config), "scripted")).unwrap();
+    let s = session("scripted");
+    for (status, body, retryable) in &cases {
+        let err = store.load(&s, 3).await.unwrap_err();
+        assert_eq!(err.is_retryable(), *retryable, "{status} {body}: {err}");
+        let text = err.to_string();
+        if let Some(message) = body.split(r#""message":""#).nth(1) {
+            let message = message.trim_end_matches("\"}");
+            assert!(text.contains(message), "service message kept: {text}");
+        }
+    }
+}
