@@ -1,10 +1,12 @@
 //! The flow of one ask (DESIGN section 1), as a lazy stream of events.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{Stream, StreamExt};
 
 use super::event::{DeadLetter, Dropped, Event, Failure, Summary, Timings, Warning};
 use super::{Ask, HistoryFailurePolicy, Inner};
@@ -94,8 +96,9 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         let mut answer = String::new();
         let mut usage: Option<Usage> = None;
         let mut stop_reason: Option<StopReason> = None;
+        let mut idle = IdleTimer::new(inner.timeouts.idle);
         loop {
-            let next = match within(inner.timeouts.idle, Stage::Generation, chunks.next().map(Ok)).await {
+            let next = match idle.next(&mut chunks).await {
                 Ok(Some(Ok(chunk))) => chunk,
                 Ok(None) => break,
                 Ok(Some(Err(error))) | Err(error) => {
@@ -328,6 +331,46 @@ async fn within<T>(
             .await
             .unwrap_or(Err(Error::Timeout { stage, after })),
         None => fut.await,
+    }
+}
+
+/// The idle limit between two chunks of a model stream. The timer is armed only when the
+/// stream is not ready at once, so a fast stream pays no timer work per chunk.
+struct IdleTimer {
+    limit: Option<Duration>,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleTimer {
+    fn new(limit: Option<Duration>) -> Self {
+        IdleTimer {
+            limit,
+            sleep: Box::pin(tokio::time::sleep(limit.unwrap_or_default())),
+        }
+    }
+
+    /// The stream's next item, or [`Error::Timeout`] after `limit` of silence.
+    async fn next(&mut self, chunks: &mut ChunkStream) -> Result<Option<Result<Chunk>>> {
+        let mut armed = false;
+        futures::future::poll_fn(|cx| {
+            if let Poll::Ready(item) = chunks.poll_next_unpin(cx) {
+                return Poll::Ready(Ok(item));
+            }
+            let Some(after) = self.limit else {
+                return Poll::Pending;
+            };
+            if !armed {
+                self.sleep.as_mut().reset(tokio::time::Instant::now() + after);
+                armed = true;
+            }
+            self.sleep.as_mut().poll(cx).map(|()| {
+                Err(Error::Timeout {
+                    stage: Stage::Generation,
+                    after,
+                })
+            })
+        })
+        .await
     }
 }
 

@@ -72,9 +72,9 @@ impl Drop for StreamGuard {
     }
 }
 
-/// A generator that streams a fixed answer, token by token, with scripted delays and failures.
+/// The behaviour of a [`ScriptedGenerator`], shared by its clones and streams.
 #[derive(Debug, Clone)]
-pub struct ScriptedGenerator {
+struct Script {
     tokens: Arc<[String]>,
     delay: Duration,
     first_delay: Duration,
@@ -84,6 +84,12 @@ pub struct ScriptedGenerator {
     stall_at: Option<usize>,
     usage: Option<Usage>,
     stop: Option<StopReason>,
+}
+
+/// A generator that streams a fixed answer, token by token, with scripted delays and failures.
+#[derive(Debug, Clone)]
+pub struct ScriptedGenerator {
+    script: Arc<Script>,
     probe: Arc<GeneratorProbe>,
 }
 
@@ -95,15 +101,17 @@ impl ScriptedGenerator {
         S: Into<String>,
     {
         ScriptedGenerator {
-            tokens: tokens.into_iter().map(Into::into).collect(),
-            delay: Duration::ZERO,
-            first_delay: Duration::ZERO,
-            fail_first: 0,
-            fail_first_error: Error::generation("scripted throttling", true),
-            fail_at: None,
-            stall_at: None,
-            usage: None,
-            stop: Some(StopReason::EndTurn),
+            script: Arc::new(Script {
+                tokens: tokens.into_iter().map(Into::into).collect(),
+                delay: Duration::ZERO,
+                first_delay: Duration::ZERO,
+                fail_first: 0,
+                fail_first_error: Error::generation("scripted throttling", true),
+                fail_at: None,
+                stall_at: None,
+                usage: None,
+                stop: Some(StopReason::EndTurn),
+            }),
             probe: Arc::default(),
         }
     }
@@ -113,47 +121,47 @@ impl ScriptedGenerator {
         Self::new((0..n).map(|i| format!("t{i} ")))
     }
 
-    /// Waits `delay` before each token.
-    pub fn with_delay(mut self, delay: Duration) -> Self {
-        self.delay = delay;
+    fn edit(mut self, f: impl FnOnce(&mut Script)) -> Self {
+        f(Arc::make_mut(&mut self.script));
         self
+    }
+
+    /// Waits `delay` before each token.
+    pub fn with_delay(self, delay: Duration) -> Self {
+        self.edit(|s| s.delay = delay)
     }
 
     /// Waits `delay` before the first token (in addition to the per-token delay).
-    pub fn with_first_token_delay(mut self, delay: Duration) -> Self {
-        self.first_delay = delay;
-        self
+    pub fn with_first_token_delay(self, delay: Duration) -> Self {
+        self.edit(|s| s.first_delay = delay)
     }
 
     /// The first `n` calls fail to start with `error`.
-    pub fn fail_first(mut self, n: usize, error: Error) -> Self {
-        self.fail_first = n;
-        self.fail_first_error = error;
-        self
+    pub fn fail_first(self, n: usize, error: Error) -> Self {
+        self.edit(|s| {
+            s.fail_first = n;
+            s.fail_first_error = error;
+        })
     }
 
     /// Every stream fails with `error` after `k` tokens (k = 0: before the first token).
-    pub fn fail_at(mut self, k: usize, error: Error) -> Self {
-        self.fail_at = Some((k, error));
-        self
+    pub fn fail_at(self, k: usize, error: Error) -> Self {
+        self.edit(|s| s.fail_at = Some((k, error)))
     }
 
     /// Every stream goes silent forever after `k` tokens.
-    pub fn stall_at(mut self, k: usize) -> Self {
-        self.stall_at = Some(k);
-        self
+    pub fn stall_at(self, k: usize) -> Self {
+        self.edit(|s| s.stall_at = Some(k))
     }
 
     /// Reports `usage` after the last token.
-    pub fn with_usage(mut self, usage: Usage) -> Self {
-        self.usage = Some(usage);
-        self
+    pub fn with_usage(self, usage: Usage) -> Self {
+        self.edit(|s| s.usage = Some(usage))
     }
 
     /// Ends with `stop` (default [`StopReason::EndTurn`]).
-    pub fn with_stop(mut self, stop: Option<StopReason>) -> Self {
-        self.stop = stop;
-        self
+    pub fn with_stop(self, stop: Option<StopReason>) -> Self {
+        self.edit(|s| s.stop = stop)
     }
 
     /// What this generator (and its clones) saw.
@@ -163,7 +171,7 @@ impl ScriptedGenerator {
 
     /// The full answer it streams.
     pub fn answer(&self) -> String {
-        self.tokens.concat()
+        self.script.tokens.concat()
     }
 }
 
@@ -181,11 +189,11 @@ impl Generator for ScriptedGenerator {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(prompt.clone());
-        if call < self.fail_first {
-            return Err(self.fail_first_error.clone());
+        if call < self.script.fail_first {
+            return Err(self.script.fail_first_error.clone());
         }
         self.probe.streams_started.fetch_add(1, Ordering::SeqCst);
-        let this = self.clone();
+        let this = Arc::clone(&self.script);
         let guard = StreamGuard {
             probe: Arc::clone(&self.probe),
             finished: false,
@@ -224,7 +232,7 @@ impl Generator for ScriptedGenerator {
     }
 }
 
-impl ScriptedGenerator {
+impl Script {
     fn tail(
         &self,
         n: usize,
