@@ -97,18 +97,15 @@ fn top_k_field(model_id: &str, k: u32) -> Option<Value> {
 
 /// Deep-merges `extra` into `into`; values already in `into` (the caller's own fields) win.
 fn merge(into: &mut Value, extra: Value) {
-    match (into, extra) {
-        (Value::Object(into), Value::Object(extra)) => {
-            for (key, value) in extra {
-                match into.get_mut(&key) {
-                    Some(existing) => merge(existing, value),
-                    None => {
-                        into.insert(key, value);
-                    }
+    if let (Value::Object(into), Value::Object(extra)) = (into, extra) {
+        for (key, value) in extra {
+            match into.get_mut(&key) {
+                Some(existing) => merge(existing, value),
+                None => {
+                    into.insert(key, value);
                 }
             }
         }
-        _ => {}
     }
 }
 
