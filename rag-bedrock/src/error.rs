@@ -94,25 +94,72 @@ impl ServiceCode for aws_sdk_bedrockruntime::operation::converse_stream::Convers
 #[cfg(feature = "knowledge-bases")]
 impl ServiceCode for aws_sdk_bedrockagentruntime::operation::retrieve::RetrieveError {}
 
+/// What the SDK kept of a response it could not read.
+pub(crate) trait RawResponse: std::fmt::Debug + Send + Sync + 'static {
+    /// Whether the response arrived whole (a complete, checksummed event-stream frame) and
+    /// only its content was unreadable: the service sent something this client does not
+    /// understand, which a new call will not fix. A response cut off or corrupted in transit
+    /// may come through next time.
+    fn arrived_intact(&self) -> bool;
+
+    /// The HTTP status, for the response of a call.
+    fn status(&self) -> Option<u16> {
+        None
+    }
+}
+
+impl RawResponse for aws_smithy_types::event_stream::RawMessage {
+    fn arrived_intact(&self) -> bool {
+        matches!(self, aws_smithy_types::event_stream::RawMessage::Decoded(_))
+    }
+}
+
+impl RawResponse for aws_sdk_bedrockruntime::config::http::HttpResponse {
+    fn arrived_intact(&self) -> bool {
+        false
+    }
+
+    fn status(&self) -> Option<u16> {
+        Some(self.status().as_u16())
+    }
+}
+
 /// Converts an SDK error (of the initial call or of an event stream) into the core error,
 /// keeping the service's code and message and the SDK error as the source.
 pub(crate) fn from_sdk_error<E, R>(backend: Backend, operation: &str, err: SdkError<E, R>) -> Error
 where
     E: ServiceCode + StdError + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
+    R: RawResponse,
 {
     let (message, retryable) = match &err {
         SdkError::ServiceError(ctx) => {
             let service_err = ctx.err();
-            let code = service_err.service_code().unwrap_or("UnknownError");
-            let message = service_err
-                .message()
-                .map(str::to_owned)
-                .unwrap_or_else(|| service_err.to_string());
-            (
-                format!("{operation}: {code}: {message}"),
-                is_retryable_code(code),
-            )
+            match service_err.service_code() {
+                Some(code) => {
+                    let message = service_err
+                        .message()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| service_err.to_string());
+                    (
+                        format!("{operation}: {code}: {message}"),
+                        is_retryable_code(code),
+                    )
+                }
+                // No error code: a success body the SDK could not parse (cut off in transit)
+                // or an error the service did not name; its status decides.
+                None => {
+                    let status = ctx.raw().status();
+                    let retryable = status.is_some_and(|s| (200..300).contains(&s) || s >= 500);
+                    let status = status.map_or_else(String::new, |s| format!(" (HTTP {s})"));
+                    (
+                        format!(
+                            "{operation}: unreadable or unnamed service response{status}: {}",
+                            chain(&err)
+                        ),
+                        retryable,
+                    )
+                }
+            }
         }
         SdkError::TimeoutError(_) => (format!("{operation}: the request timed out"), true),
         SdkError::DispatchFailure(failure) => {
@@ -127,9 +174,15 @@ where
                 retryable,
             )
         }
+        SdkError::ResponseError(ctx) if ctx.raw().arrived_intact() => (
+            format!(
+                "{operation}: the service sent an event this client cannot read: {}",
+                chain(&err)
+            ),
+            false,
+        ),
         SdkError::ResponseError(_) => (
-            // A response or stream frame that could not be read: cut off or corrupted in
-            // transit, which a new call may not be.
+            // Cut off or corrupted in transit, which a new call may not be.
             format!(
                 "{operation}: the response could not be read: {}",
                 chain(&err)

@@ -1,6 +1,7 @@
 //! [`KnowledgeBaseRetriever`]: a [`Retriever`] over Bedrock Knowledge Bases.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -10,7 +11,7 @@ use aws_sdk_bedrockagentruntime::types::{
     RetrievalResultLocation,
 };
 use aws_sdk_bedrockagentruntime::Client;
-use rag_core::{Error, Filter, Passage, Result, RetrievalRequest, Retriever};
+use rag_core::{Error, Filter, Passage, Result, RetrievalRequest, Retriever, Stage};
 use serde_json::Value;
 
 use crate::document::{to_document, to_json};
@@ -32,17 +33,21 @@ const RETRIEVE: &str = "Retrieve";
 pub struct KnowledgeBaseRetriever {
     client: Client,
     knowledge_base_id: String,
+    timeout: Duration,
 }
 
 impl KnowledgeBaseRetriever {
     /// The most results one Retrieve call returns.
     pub const MAX_RESULTS: usize = 100;
+    /// How long a Retrieve call (with the SDK's retries) may take by default.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
     /// A builder for the knowledge base `knowledge_base_id`.
     pub fn builder(knowledge_base_id: impl Into<String>) -> KnowledgeBaseRetrieverBuilder {
         KnowledgeBaseRetrieverBuilder {
             knowledge_base_id: knowledge_base_id.into(),
             client: None,
+            timeout: Self::DEFAULT_TIMEOUT,
         }
     }
 
@@ -66,6 +71,7 @@ impl KnowledgeBaseRetriever {
 pub struct KnowledgeBaseRetrieverBuilder {
     knowledge_base_id: String,
     client: Option<Client>,
+    timeout: Duration,
 }
 
 impl KnowledgeBaseRetrieverBuilder {
@@ -80,8 +86,19 @@ impl KnowledgeBaseRetrieverBuilder {
         self.with_client(Client::new(config))
     }
 
+    /// How long one Retrieve call may take, the SDK's retries included (default
+    /// [`KnowledgeBaseRetriever::DEFAULT_TIMEOUT`]); past it the call fails with
+    /// [`Error::Timeout`].
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// Checks the configuration and builds the retriever.
     pub fn build(self) -> Result<KnowledgeBaseRetriever> {
+        if self.timeout.is_zero() {
+            return Err(Error::config("the Retrieve timeout is zero"));
+        }
         let id = self.knowledge_base_id.trim();
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(Error::config(format!(
@@ -97,6 +114,7 @@ impl KnowledgeBaseRetrieverBuilder {
         Ok(KnowledgeBaseRetriever {
             client,
             knowledge_base_id: id.to_owned(),
+            timeout: self.timeout,
         })
     }
 }
@@ -119,7 +137,7 @@ impl Retriever for KnowledgeBaseRetriever {
         let query = KnowledgeBaseQuery::builder()
             .text(req.query.clone())
             .build();
-        let output = self
+        let call = self
             .client
             .retrieve()
             .knowledge_base_id(&self.knowledge_base_id)
@@ -129,8 +147,13 @@ impl Retriever for KnowledgeBaseRetriever {
                     .vector_search_configuration(search)
                     .build(),
             )
-            .send()
+            .send();
+        let output = tokio::time::timeout(self.timeout, call)
             .await
+            .map_err(|_| Error::Timeout {
+                stage: Stage::Retrieval,
+                after: self.timeout,
+            })?
             .map_err(|e| from_sdk_error(Backend::Retrieval, RETRIEVE, e))?;
         Ok(output
             .retrieval_results

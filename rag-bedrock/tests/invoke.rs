@@ -383,3 +383,50 @@ async fn the_family_override_picks_the_body_for_an_unknown_model_id() {
     assert_eq!(text(&chunks), families::answer());
     assert_eq!(server.requests()[0].json(), case.body);
 }
+
+#[tokio::test]
+async fn a_frame_with_a_bad_checksum_is_a_retryable_error() {
+    let case = families::titan();
+    let mut body = frames(&case.chunks[..3]);
+    let mut corrupt = chunk(&case.chunks[3]).to_vec();
+    let at = corrupt.len() - 8;
+    corrupt[at] ^= 0x20;
+    body.push(Bytes::from(corrupt));
+    let server = TestServer::start([Reply::frames(body)]).await;
+    let stream = generator(&case, &server)
+        .generate(&case.prompt, &families::params())
+        .await
+        .unwrap();
+    let (chunks, err) = collect(stream).await;
+    assert_eq!(text(&chunks), families::PIECES[..3].concat());
+    let err = err.unwrap();
+    assert!(
+        err.is_retryable() && err.to_string().contains("could not be read"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_whole_frame_that_is_not_a_chunk_event_is_not_retryable() {
+    let case = families::claude();
+    let mut body = frames(&case.chunks[..3]);
+    body.push(support::frame(
+        &[
+            (":event-type", "chunk"),
+            (":content-type", "application/json"),
+            (":message-type", "event"),
+        ],
+        "{\"bytes\": 17}",
+    ));
+    let server = TestServer::start([Reply::frames(body)]).await;
+    let stream = generator(&case, &server)
+        .generate(&case.prompt, &families::params())
+        .await
+        .unwrap();
+    let (_, err) = collect(stream).await;
+    let err = err.unwrap();
+    assert!(
+        !err.is_retryable() && err.to_string().contains("cannot read"),
+        "{err}"
+    );
+}

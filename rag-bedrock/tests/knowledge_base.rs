@@ -8,7 +8,7 @@ mod support;
 use rag_bedrock::KnowledgeBaseRetriever;
 use rag_core::{Error, Filter, RetrievalRequest, Retriever};
 use serde_json::json;
-use support::{client, Reply, TestServer};
+use support::{client, Part, Reply, TestServer};
 
 fn results() -> serde_json::Value {
     json!({"retrievalResults": [
@@ -222,4 +222,39 @@ async fn a_malformed_response_is_a_retrieval_error() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Retrieval { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_cut_off_response_is_a_retryable_retrieval_error() {
+    let body = results().to_string();
+    let half = bytes::Bytes::from(body[..body.len() / 2].to_owned());
+    let server = TestServer::start(vec![Reply::JsonParts(vec![Part::Bytes(half)]); 3]).await;
+    let err = retriever(&server)
+        .retrieve(&RetrievalRequest::new("q", 3))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Retrieval { .. }), "{err}");
+    assert!(err.is_retryable(), "{err}");
+}
+
+#[tokio::test]
+async fn a_response_that_stalls_past_the_timeout_is_a_timeout() {
+    let body = results().to_string();
+    let start = bytes::Bytes::from(body[..20].to_owned());
+    let server = TestServer::start([Reply::JsonParts(vec![Part::Bytes(start), Part::Stall])]).await;
+    let retriever = KnowledgeBaseRetriever::builder("KB12345678")
+        .with_client(client::agent_runtime(&server.url()))
+        .with_timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = retriever
+        .retrieve(&RetrievalRequest::new("q", 3))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout { stage: rag_core::Stage::Retrieval, after } if after.as_millis() == 300),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
 }

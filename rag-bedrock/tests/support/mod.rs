@@ -65,6 +65,8 @@ pub enum Reply {
     },
     /// A 200 event-stream body.
     Stream(Vec<Part>),
+    /// A 200 JSON body sent in parts (which may stall or stop short).
+    JsonParts(Vec<Part>),
 }
 
 impl Reply {
@@ -192,26 +194,29 @@ async fn handle(
             }
             builder.body(Full::new(Bytes::from(body)).boxed()).unwrap()
         }
-        Reply::Stream(parts) => {
-            let stream = futures::stream::unfold(parts.into_iter(), |mut parts| async move {
-                loop {
-                    match parts.next()? {
-                        Part::Bytes(bytes) => {
-                            return Some((Ok::<_, Infallible>(Frame::data(bytes)), parts))
-                        }
-                        Part::Pause(d) => tokio::time::sleep(d).await,
-                        Part::Stall => futures::future::pending::<()>().await,
-                    }
-                }
-            });
-            Response::builder()
-                .status(200)
-                .header("content-type", "application/vnd.amazon.eventstream")
-                .header("x-amzn-bedrock-content-type", "application/json")
-                .body(BodyExt::boxed(StreamBody::new(stream)))
-                .unwrap()
-        }
+        Reply::Stream(parts) => streamed(parts, "application/vnd.amazon.eventstream"),
+        Reply::JsonParts(parts) => streamed(parts, "application/json"),
     })
+}
+
+fn streamed(parts: Vec<Part>, content_type: &str) -> Response<BoxBody<Bytes, Infallible>> {
+    let stream = futures::stream::unfold(parts.into_iter(), |mut parts| async move {
+        loop {
+            match parts.next()? {
+                Part::Bytes(bytes) => {
+                    return Some((Ok::<_, Infallible>(Frame::data(bytes)), parts))
+                }
+                Part::Pause(d) => tokio::time::sleep(d).await,
+                Part::Stall => futures::future::pending::<()>().await,
+            }
+        }
+    });
+    Response::builder()
+        .status(200)
+        .header("content-type", content_type)
+        .header("x-amzn-bedrock-content-type", "application/json")
+        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .unwrap()
 }
 
 /// One event-stream frame.
