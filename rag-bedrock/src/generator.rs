@@ -81,6 +81,11 @@ impl BedrockGenerator {
             .retry_config(RetryConfig::standard().with_max_attempts(3))
             .load()
             .await;
+        if config.region().is_none() {
+            return Err(Error::config(
+                "no AWS region: set AWS_REGION or a region in the AWS profile",
+            ));
+        }
         Self::builder(model_id).with_sdk_config(&config).build()
     }
 

@@ -54,6 +54,11 @@ impl KnowledgeBaseRetriever {
     /// A retriever for `knowledge_base_id` with a client from the AWS environment.
     pub async fn from_env(knowledge_base_id: impl Into<String>) -> Result<Self> {
         let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        if config.region().is_none() {
+            return Err(Error::config(
+                "no AWS region: set AWS_REGION or a region in the AWS profile",
+            ));
+        }
         Self::builder(knowledge_base_id)
             .with_sdk_config(&config)
             .build()

@@ -2,8 +2,8 @@
 //! streams a full answer for every family, and through ConverseStream.
 //!
 //! The family prompt templates live in rag-core's prompt module (written in parallel); until
-//! they land here, text families use `PlainTemplate` and Claude/Converse use the small chat
-//! template below. Swap in `Llama3Template` and friends when they are available.
+//! they land here, text families use `PlainTemplate` (wrapped in Human/Assistant for legacy
+//! Claude) and Claude/Converse use the small chat template below. Swap in `Llama3Template` and friends when they are available.
 
 mod support;
 
@@ -52,16 +52,31 @@ impl PromptTemplate for ChatTestTemplate {
     }
 }
 
-fn pipeline(generator: BedrockGenerator, chat: bool) -> Pipeline {
+/// `PlainTemplate`'s text inside a legacy Claude Human/Assistant dialogue.
+#[derive(Debug)]
+struct ClaudeTextTestTemplate;
+
+impl PromptTemplate for ClaudeTextTestTemplate {
+    fn render(&self, input: &PromptInput<'_>, budget: &TokenBudget) -> Result<RenderedPrompt> {
+        let mut rendered = PlainTemplate::default().render(input, budget)?;
+        if let Prompt::Text(text) = &rendered.prompt {
+            rendered.prompt = Prompt::Text(format!("\n\nHuman: {text}\n\nAssistant:"));
+        }
+        Ok(rendered)
+    }
+}
+
+fn pipeline(generator: BedrockGenerator, family: Option<ModelFamily>) -> Pipeline {
     let builder = Pipeline::builder()
         .with_generator(generator)
         .with_retriever(StaticRetriever::numbered(3))
         .with_top_k(3)
         .with_params(families::params());
-    let builder = if chat {
-        builder.with_template(ChatTestTemplate)
-    } else {
-        builder.with_template(PlainTemplate::default())
+    let builder = match family {
+        // Converse and Claude Messages take chat prompts.
+        None | Some(ModelFamily::Claude) => builder.with_template(ChatTestTemplate),
+        Some(ModelFamily::ClaudeText) => builder.with_template(ClaudeTextTestTemplate),
+        Some(_) => builder.with_template(PlainTemplate::default()),
     };
     builder.build().unwrap()
 }
@@ -103,8 +118,7 @@ async fn the_pipeline_streams_a_full_answer_for_every_family() {
             .with_client(client::runtime(&server.url()))
             .build()
             .unwrap();
-        let chat = case.family == ModelFamily::Claude;
-        let events = ask(&pipeline(generator, chat)).await;
+        let events = ask(&pipeline(generator, Some(case.family))).await;
         check_answer(
             &events,
             Usage {
@@ -154,7 +168,7 @@ async fn the_pipeline_streams_a_full_answer_through_converse() {
         .with_client(client::runtime(&server.url()))
         .build()
         .unwrap();
-    let events = ask(&pipeline(generator, true)).await;
+    let events = ask(&pipeline(generator, None)).await;
     check_answer(
         &events,
         Usage {
@@ -178,7 +192,7 @@ async fn a_failure_inside_the_stream_reaches_the_caller_with_the_partial_answer(
         .with_client(client::runtime(&server.url()))
         .build()
         .unwrap();
-    let events = ask(&pipeline(generator, false)).await;
+    let events = ask(&pipeline(generator, Some(case.family))).await;
     match events.last() {
         Some(Event::Error(failure)) => {
             assert!(failure.is_retryable());

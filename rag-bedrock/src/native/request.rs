@@ -37,7 +37,15 @@ pub(crate) fn request_body(
             insert_stops(&mut body, "stop_sequences", params);
         }
         ModelFamily::ClaudeText => {
-            body.insert("prompt".into(), json!(text_prompt(family, prompt)?));
+            let text = text_prompt(family, prompt)?;
+            // Bedrock rejects a legacy Claude prompt that is not a Human/Assistant dialogue.
+            if !text.starts_with("\n\nHuman:") || !text.trim_end().ends_with("\n\nAssistant:") {
+                return Err(Error::invalid_input(
+                    "prompt",
+                    "a Claude text prompt starts with \"\\n\\nHuman:\" and ends with \"\\n\\nAssistant:\"",
+                ));
+            }
+            body.insert("prompt".into(), json!(text));
             body.insert("max_tokens_to_sample".into(), json!(params.max_tokens));
             insert_sampling(&mut body, params, "temperature", "top_p");
             insert_opt(&mut body, "top_k", params.top_k.map(Value::from));
@@ -128,6 +136,12 @@ fn check_messages(messages: &[Message]) -> Result<()> {
         return Err(Error::invalid_input(
             "prompt",
             "the first message of a chat prompt must be the user's",
+        ));
+    }
+    if let Some(i) = messages.iter().position(|m| m.content.trim().is_empty()) {
+        return Err(Error::invalid_input(
+            "prompt",
+            format!("message {i} of the chat prompt is empty"),
         ));
     }
     if let Some(i) = messages.windows(2).position(|w| w[0].role == w[1].role) {
@@ -237,6 +251,7 @@ mod tests {
             vec![],
             vec![Message::assistant("hello")],
             vec![Message::user("a"), Message::user("b")],
+            vec![Message::user("a"), Message::assistant(" ")],
         ];
         for messages in bad {
             let prompt = Prompt::Chat {
@@ -245,6 +260,15 @@ mod tests {
             };
             assert!(request_body(ModelFamily::Claude, &prompt, &params()).is_err());
         }
+    }
+
+    #[test]
+    fn claude_text_prompts_must_be_a_human_assistant_dialogue() {
+        let ok = Prompt::Text("\n\nHuman: hi\n\nAssistant:".into());
+        assert!(request_body(ModelFamily::ClaudeText, &ok, &params()).is_ok());
+        let bad = Prompt::Text("hi".into());
+        let err = request_body(ModelFamily::ClaudeText, &bad, &params()).unwrap_err();
+        assert!(err.to_string().contains("Human:"), "{err}");
     }
 
     #[test]
