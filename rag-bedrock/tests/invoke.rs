@@ -430,3 +430,26 @@ async fn a_whole_frame_that_is_not_a_chunk_event_is_not_retryable() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn an_initial_call_left_unanswered_ends_with_a_timeout() {
+    let case = families::llama2();
+    let server = TestServer::start([Reply::Hang]).await;
+    let generator = BedrockGenerator::builder(case.model_id)
+        .with_client(client::runtime(&server.url()))
+        .with_request_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = generator
+        .generate(&case.prompt, &families::params())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, Error::Timeout { stage: Stage::Generation, after } if after == Duration::from_millis(300)),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(server.hits(), 1);
+}

@@ -67,6 +67,8 @@ pub enum Reply {
     Stream(Vec<Part>),
     /// A 200 JSON body sent in parts (which may stall or stop short).
     JsonParts(Vec<Part>),
+    /// No response at all: the request is read and left unanswered.
+    Hang,
 }
 
 impl Reply {
@@ -179,6 +181,9 @@ async fn handle(
     };
     let reply =
         reply.unwrap_or_else(|| Reply::error(500, "InternalServerException", "no scripted reply"));
+    if let Reply::Hang = reply {
+        futures::future::pending::<()>().await;
+    }
     Ok(match reply {
         Reply::Json {
             status,
@@ -196,6 +201,7 @@ async fn handle(
         }
         Reply::Stream(parts) => streamed(parts, "application/vnd.amazon.eventstream"),
         Reply::JsonParts(parts) => streamed(parts, "application/json"),
+        Reply::Hang => unreachable!("answered above"),
     })
 }
 
