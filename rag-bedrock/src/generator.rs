@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::converse::{converse_request, ConverseDecoder};
 use crate::document::to_document;
 use crate::error::{from_sdk_error, Backend};
-use crate::native::{request_body, ChunkParser};
+use crate::native::{has_native_format, request_body, ChunkParser};
 use crate::stream::{drive, EventDecoder};
 
 const INVOKE: &str = "InvokeModelWithResponseStream";
@@ -366,6 +366,11 @@ impl BedrockGeneratorBuilder {
                 (None, None, Ok(profile)) => profile.family,
                 (None, None, Err(err)) => return Err(err.clone()),
             };
+            if !has_native_format(family) {
+                return Err(Error::config(format!(
+                    "model family {family} has no native request format here; use BedrockGenerator::converse"
+                )));
+            }
             Api::Native(family)
         };
         if let Some(fields) = &self.additional_fields {

@@ -3,5 +3,5 @@
 mod request;
 mod response;
 
-pub(crate) use request::{chat_prompt, request_body};
+pub(crate) use request::{chat_prompt, has_native_format, request_body};
 pub(crate) use response::{claude_stop_reason, ChunkParser};

@@ -6,6 +6,19 @@ use serde_json::{json, Map, Value};
 /// The `anthropic_version` Bedrock takes for the Claude Messages API.
 pub(crate) const ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
 
+/// Whether this crate speaks `family`'s native InvokeModel format.
+pub(crate) fn has_native_format(family: ModelFamily) -> bool {
+    matches!(
+        family,
+        ModelFamily::Claude
+            | ModelFamily::ClaudeText
+            | ModelFamily::Llama2
+            | ModelFamily::Llama3
+            | ModelFamily::TitanText
+            | ModelFamily::Mistral
+    )
+}
+
 /// The request body for `family`, or an [`Error::InvalidInput`] when the prompt has the wrong
 /// shape for the family or a setting the family cannot honour.
 pub(crate) fn request_body(
