@@ -42,7 +42,7 @@ fn events(stop_reason: &str) -> Vec<Bytes> {
 fn generator(model_id: &str, server: &TestServer) -> BedrockGenerator {
     BedrockGenerator::converse(model_id)
         .with_client(client::runtime(&server.url()))
-        .with_idle_timeout(Duration::from_millis(300))
+        .with_idle_timeout(Duration::from_millis(400))
         .build()
         .unwrap()
 }

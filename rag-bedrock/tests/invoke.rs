@@ -16,7 +16,7 @@ use support::{
 fn generator(case: &Case, server: &TestServer) -> BedrockGenerator {
     BedrockGenerator::builder(case.model_id)
         .with_client(client::runtime(&server.url()))
-        .with_idle_timeout(Duration::from_millis(300))
+        .with_idle_timeout(Duration::from_millis(400))
         .build()
         .unwrap()
 }
@@ -294,7 +294,7 @@ async fn a_stream_that_stalls_past_the_idle_timeout_ends_with_a_timeout() {
             .map(Part::Bytes)
             .collect();
         // A pause shorter than the idle timeout is fine; the stall is not.
-        parts.push(Part::Pause(Duration::from_millis(100)));
+        parts.push(Part::Pause(Duration::from_millis(150)));
         parts.push(Part::Bytes(chunk(&case.chunks[4])));
         parts.push(Part::Stall);
         let server = TestServer::start([Reply::Stream(parts)]).await;
@@ -310,13 +310,13 @@ async fn a_stream_that_stalls_past_the_idle_timeout_ends_with_a_timeout() {
                 stage: Stage::Generation,
                 after,
             }) => {
-                assert_eq!(after, Duration::from_millis(300));
+                assert_eq!(after, Duration::from_millis(400));
             }
             other => panic!("{}: expected a timeout, got {other:?}", case.family),
         }
         assert!(!text(&chunks).is_empty());
         assert!(
-            elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(3),
+            elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(3),
             "{elapsed:?}"
         );
     }
