@@ -1,0 +1,514 @@
+//! [`BedrockGenerator`]: a [`Generator`] over Bedrock Runtime.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_bedrockruntime::primitives::Blob;
+use aws_sdk_bedrockruntime::types::ResponseStream;
+use aws_sdk_bedrockruntime::Client;
+use rag_core::{
+    Chunk, ChunkStream, Error, GenerationParams, Generator, ModelFamily, ModelProfile, Prompt,
+    Result, Stage,
+};
+use serde_json::Value;
+
+use crate::converse::{converse_request, ConverseDecoder};
+use crate::document::to_document;
+use crate::error::{from_sdk_error, Backend};
+use crate::native::{has_native_format, request_body, ChunkParser};
+use crate::stream::{drive, EventDecoder};
+
+const INVOKE: &str = "InvokeModelWithResponseStream";
+const CONVERSE: &str = "ConverseStream";
+
+/// Streams answers from a model on Amazon Bedrock.
+///
+/// Two modes:
+/// - native ([`BedrockGenerator::builder`], [`BedrockGenerator::from_env`]):
+///   InvokeModelWithResponseStream with the family's own request body (Claude Messages, Claude
+///   legacy text, Llama 2/3, Titan Text, Mistral); the family comes from the model id or
+///   inference-profile id ([`ModelProfile::for_model_id`]) unless you name it;
+/// - Converse ([`BedrockGenerator::converse`]): ConverseStream, which takes the same chat
+///   request for any chat model on Bedrock (Cohere, AI21 Jamba and Amazon Nova included).
+///
+/// Failures of the initial call and exceptions inside the stream become
+/// [`Error::Generation`] with the service's message, retryable for throttling, stream, internal
+/// and availability errors; a stream silent for longer than the idle timeout ends with
+/// [`Error::Timeout`].
+#[derive(Debug, Clone)]
+pub struct BedrockGenerator {
+    client: Client,
+    model_id: String,
+    api: Api,
+    profile: Option<ModelProfile>,
+    idle_timeout: Duration,
+    request_timeout: Duration,
+    additional_fields: Option<Value>,
+}
+
+/// Which Bedrock Runtime API a generator calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Native(ModelFamily),
+    Converse,
+}
+
+impl BedrockGenerator {
+    /// How long the stream may stay silent by default before it ends with a timeout.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// How long the initial call (with the SDK's retries) may take by default.
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+    /// A builder for `model_id` (a model id such as `anthropic.claude-3-sonnet-20240229-v1:0`
+    /// or an inference-profile id such as `us.meta.llama3-3-70b-instruct-v1:0`) that calls
+    /// InvokeModelWithResponseStream with the family's native request body.
+    pub fn builder(model_id: impl Into<String>) -> BedrockGeneratorBuilder {
+        BedrockGeneratorBuilder::new(model_id.into(), false)
+    }
+
+    /// A builder for `model_id` that calls ConverseStream, for any chat model on Bedrock.
+    pub fn converse(model_id: impl Into<String>) -> BedrockGeneratorBuilder {
+        BedrockGeneratorBuilder::new(model_id.into(), true)
+    }
+
+    /// A native-mode generator for `model_id` with a client from the AWS environment (region,
+    /// profile and credentials as `aws-config` resolves them) and the SDK's standard retry of
+    /// the initial call (3 attempts).
+    pub async fn from_env(model_id: impl Into<String>) -> Result<Self> {
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .load()
+            .await;
+        if config.region().is_none() {
+            return Err(Error::config(
+                "no AWS region: set AWS_REGION or a region in the AWS profile",
+            ));
+        }
+        Self::builder(model_id).with_sdk_config(&config).build()
+    }
+
+    /// The model or inference-profile id.
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    /// The model family whose native API is called, or `None` in Converse mode.
+    pub fn family(&self) -> Option<ModelFamily> {
+        match self.api {
+            Api::Native(family) => Some(family),
+            Api::Converse => None,
+        }
+    }
+
+    /// The model's profile, when known (from the id table or given to the builder).
+    pub fn profile(&self) -> Option<ModelProfile> {
+        self.profile
+    }
+
+    /// Whether this generator calls ConverseStream.
+    pub fn is_converse(&self) -> bool {
+        self.api == Api::Converse
+    }
+
+    fn check(&self, params: &GenerationParams) -> Result<()> {
+        params.validate()?;
+        if let Some(profile) = self.profile {
+            if params.max_tokens as usize > profile.max_output_tokens {
+                return Err(Error::invalid_input(
+                    "params.max_tokens",
+                    format!(
+                        "{} is more than {} answers with at most ({})",
+                        params.max_tokens, self.model_id, profile.max_output_tokens
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn invoke(
+        &self,
+        family: ModelFamily,
+        prompt: &Prompt,
+        params: &GenerationParams,
+    ) -> Result<ChunkStream> {
+        let body = request_body(family, prompt, params)?;
+        let body =
+            serde_json::to_vec(&body).map_err(|e| Error::generation(e.to_string(), false))?;
+        let call = self
+            .client
+            .invoke_model_with_response_stream()
+            .model_id(&self.model_id)
+            .content_type("application/json")
+            .accept("application/json")
+            .body(Blob::new(body))
+            .send();
+        let output = self
+            .initial(call)
+            .await?
+            .map_err(|e| from_sdk_error(Backend::Generation, INVOKE, e))?;
+        Ok(drive(
+            output.body,
+            NativeDecoder(ChunkParser::new(family)),
+            self.idle_timeout,
+            INVOKE,
+        ))
+    }
+
+    async fn converse_stream(
+        &self,
+        prompt: &Prompt,
+        params: &GenerationParams,
+    ) -> Result<ChunkStream> {
+        let request = converse_request(
+            &self.model_id,
+            prompt,
+            params,
+            self.additional_fields.as_ref(),
+        )?;
+        let call = self
+            .client
+            .converse_stream()
+            .model_id(&self.model_id)
+            .set_system(request.system)
+            .set_messages(Some(request.messages))
+            .inference_config(request.inference)
+            .set_additional_model_request_fields(
+                request.additional_fields.as_ref().map(to_document),
+            )
+            .send();
+        let output = self
+            .initial(call)
+            .await?
+            .map_err(|e| from_sdk_error(Backend::Generation, CONVERSE, e))?;
+        Ok(drive(
+            output.stream,
+            ConverseDecoder::default(),
+            self.idle_timeout,
+            CONVERSE,
+        ))
+    }
+
+    /// Bounds the initial call, retries included.
+    async fn initial<F: std::future::Future>(&self, call: F) -> Result<F::Output> {
+        tokio::time::timeout(self.request_timeout, call)
+            .await
+            .map_err(|_| Error::Timeout {
+                stage: Stage::Generation,
+                after: self.request_timeout,
+            })
+    }
+}
+
+#[async_trait]
+impl Generator for BedrockGenerator {
+    async fn generate(&self, prompt: &Prompt, params: &GenerationParams) -> Result<ChunkStream> {
+        self.check(params)?;
+        match self.api {
+            Api::Native(family) => self.invoke(family, prompt, params).await,
+            Api::Converse => self.converse_stream(prompt, params).await,
+        }
+    }
+}
+
+/// Reads InvokeModelWithResponseStream events with the family's chunk parser.
+#[derive(Debug)]
+struct NativeDecoder(ChunkParser);
+
+impl EventDecoder<ResponseStream> for NativeDecoder {
+    fn decode(&mut self, event: ResponseStream) -> Result<Vec<Chunk>> {
+        match event {
+            ResponseStream::Chunk(part) => match part.bytes {
+                Some(bytes) => self.0.parse(bytes.as_ref()),
+                None => Err(Error::generation(
+                    format!("{INVOKE}: Bedrock sent a chunk without bytes"),
+                    false,
+                )),
+            },
+            // Event types newer than this SDK.
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.0.stopped()
+    }
+
+    fn finish(&mut self) -> Vec<Chunk> {
+        self.0.take_usage().into_iter().collect()
+    }
+}
+
+/// Builds a [`BedrockGenerator`]; configuration mistakes fail at [`build`](Self::build).
+#[derive(Debug)]
+#[must_use]
+pub struct BedrockGeneratorBuilder {
+    model_id: String,
+    converse: bool,
+    client: Option<Client>,
+    family: Option<ModelFamily>,
+    profile: Option<ModelProfile>,
+    idle_timeout: Duration,
+    request_timeout: Duration,
+    retry_config: Option<RetryConfig>,
+    additional_fields: Option<Value>,
+}
+
+impl BedrockGeneratorBuilder {
+    fn new(model_id: String, converse: bool) -> Self {
+        BedrockGeneratorBuilder {
+            model_id,
+            converse,
+            client: None,
+            family: None,
+            profile: None,
+            idle_timeout: BedrockGenerator::DEFAULT_IDLE_TIMEOUT,
+            request_timeout: BedrockGenerator::DEFAULT_REQUEST_TIMEOUT,
+            retry_config: None,
+            additional_fields: None,
+        }
+    }
+
+    /// Uses this SDK client (for example one built with an `endpoint_url`, or shared with the
+    /// rest of your service).
+    pub fn with_client(mut self, client: Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Builds the SDK client from a loaded AWS configuration.
+    pub fn with_sdk_config(self, config: &SdkConfig) -> Self {
+        self.with_client(Client::new(config))
+    }
+
+    /// Names the model family instead of deriving it from the model id (for custom or
+    /// imported models and ids the table does not know). Native mode only.
+    pub fn with_family_override(mut self, family: ModelFamily) -> Self {
+        self.family = Some(family);
+        self
+    }
+
+    /// Gives the model's profile (family, context window, answer limit); `max_tokens` above its
+    /// answer limit is rejected before the call. Sets the family unless one is named.
+    pub fn with_profile(mut self, profile: ModelProfile) -> Self {
+        self.profile = Some(profile);
+        self
+    }
+
+    /// How long the answer stream may stay silent before it ends with [`Error::Timeout`]
+    /// (default [`BedrockGenerator::DEFAULT_IDLE_TIMEOUT`]).
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// How long the initial call may take, the SDK's retries included (default
+    /// [`BedrockGenerator::DEFAULT_REQUEST_TIMEOUT`]).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Replaces the client's retry configuration (the SDK retries a throttled or failed
+    /// initial call; nothing retries a stream that already started).
+    pub fn with_retry_config(mut self, retry: RetryConfig) -> Self {
+        self.retry_config = Some(retry);
+        self
+    }
+
+    /// Extra model-specific request fields for ConverseStream
+    /// (`additionalModelRequestFields`), a JSON object. Converse mode only.
+    pub fn with_additional_model_request_fields(mut self, fields: Value) -> Self {
+        self.additional_fields = Some(fields);
+        self
+    }
+
+    /// Checks the configuration and builds the generator.
+    pub fn build(self) -> Result<BedrockGenerator> {
+        if self.model_id.trim().is_empty() {
+            return Err(Error::config("the Bedrock model id is empty"));
+        }
+        let Some(mut client) = self.client else {
+            return Err(Error::config(
+                "no Bedrock Runtime client: call with_client or with_sdk_config, or use BedrockGenerator::from_env",
+            ));
+        };
+        for (name, timeout) in [
+            ("idle", self.idle_timeout),
+            ("request", self.request_timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(Error::config(format!("the {name} timeout is zero")));
+            }
+        }
+        if let Some(retry) = self.retry_config {
+            client = Client::from_conf(client.config().to_builder().retry_config(retry).build());
+        }
+        let known = ModelProfile::for_model_id(&self.model_id);
+        let api = if self.converse {
+            if self.family.is_some() {
+                return Err(Error::config(
+                    "with_family_override applies to native mode; ConverseStream takes the same request for every model",
+                ));
+            }
+            Api::Converse
+        } else {
+            if self.additional_fields.is_some() {
+                return Err(Error::config(
+                    "with_additional_model_request_fields applies to BedrockGenerator::converse",
+                ));
+            }
+            let family = match (self.family, self.profile, &known) {
+                (Some(family), ..) => family,
+                (None, Some(profile), _) => profile.family,
+                (None, None, Ok(profile)) => profile.family,
+                (None, None, Err(err)) => return Err(err.clone()),
+            };
+            if !has_native_format(family) {
+                return Err(Error::config(format!(
+                    "model family {family} has no native request format here; use BedrockGenerator::converse"
+                )));
+            }
+            Api::Native(family)
+        };
+        if let Some(fields) = &self.additional_fields {
+            if !fields.is_object() {
+                return Err(Error::config(
+                    "additional model request fields must be a JSON object",
+                ));
+            }
+        }
+        // The table's profile applies only when it describes the family being called.
+        let profile = self.profile.or_else(|| {
+            known
+                .ok()
+                .filter(|p| matches!(api, Api::Native(f) if f == p.family) || api == Api::Converse)
+        });
+        Ok(BedrockGenerator {
+            client,
+            model_id: self.model_id,
+            api,
+            profile,
+            idle_timeout: self.idle_timeout,
+            request_timeout: self.request_timeout,
+            additional_fields: self.additional_fields,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
+
+    fn client() -> Client {
+        let config = aws_sdk_bedrockruntime::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::for_tests())
+            .endpoint_url("http://127.0.0.1:9")
+            .build();
+        Client::from_conf(config)
+    }
+
+    #[test]
+    fn family_comes_from_the_id_or_the_override() {
+        let g = BedrockGenerator::builder("us.meta.llama3-3-70b-instruct-v1:0")
+            .with_client(client())
+            .build()
+            .unwrap();
+        assert_eq!(g.family(), Some(ModelFamily::Llama3));
+        let err = BedrockGenerator::builder("my-imported-model")
+            .with_client(client())
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{err}");
+        let g = BedrockGenerator::builder("my-imported-model")
+            .with_client(client())
+            .with_family_override(ModelFamily::Mistral)
+            .build()
+            .unwrap();
+        assert_eq!(
+            (g.family(), g.profile()),
+            (Some(ModelFamily::Mistral), None)
+        );
+        let g = BedrockGenerator::converse("cohere.command-r-plus-v1:0")
+            .with_client(client())
+            .build()
+            .unwrap();
+        assert!(g.is_converse() && g.family().is_none());
+    }
+
+    #[test]
+    fn configuration_mistakes_fail_at_build() {
+        let cases = [
+            BedrockGenerator::builder("anthropic.claude-v2"),
+            BedrockGenerator::builder(" ").with_client(client()),
+            BedrockGenerator::builder("anthropic.claude-v2")
+                .with_client(client())
+                .with_idle_timeout(Duration::ZERO),
+            BedrockGenerator::converse("amazon.nova-lite-v1:0")
+                .with_client(client())
+                .with_family_override(ModelFamily::Claude),
+            BedrockGenerator::converse("amazon.nova-lite-v1:0")
+                .with_client(client())
+                .with_additional_model_request_fields(serde_json::json!([1])),
+            BedrockGenerator::builder("anthropic.claude-v2")
+                .with_client(client())
+                .with_additional_model_request_fields(serde_json::json!({})),
+        ];
+        for builder in cases {
+            let debug = format!("{builder:?}");
+            assert!(
+                matches!(builder.build(), Err(Error::Config { .. })),
+                "{debug}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_input_fails_before_any_call() {
+        // The endpoint is closed: reaching it would be a retryable dispatch failure.
+        let g = BedrockGenerator::builder("anthropic.claude-3-haiku-20240307-v1:0")
+            .with_client(client())
+            .build()
+            .unwrap();
+        let prompt = Prompt::Text("\n\nHuman: hi\n\nAssistant:".into());
+        let err = g
+            .generate(&prompt, &GenerationParams::default())
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidInput {
+                    field: "prompt",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let chat = Prompt::Chat {
+            system: None,
+            messages: vec![rag_core::Message::user("hi")],
+        };
+        let err = g
+            .generate(&chat, &GenerationParams::default().with_max_tokens(5_000))
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidInput {
+                    field: "params.max_tokens",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,418 @@
+//! Parsing each family's stream chunks into text, usage and a normalized stop reason.
+
+use rag_core::{Chunk, Error, ModelFamily, Result, StopReason, Usage};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// What Bedrock adds to the last chunk of every family.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InvocationMetrics {
+    input_token_count: Option<u64>,
+    output_token_count: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Metrics {
+    #[serde(rename = "amazon-bedrock-invocationMetrics")]
+    metrics: Option<InvocationMetrics>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ClaudeEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    message: Option<ClaudeMessage>,
+    delta: Option<ClaudeDelta>,
+    usage: Option<ClaudeUsage>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ClaudeMessage {
+    usage: Option<ClaudeUsage>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ClaudeDelta {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    text: Option<String>,
+    stop_reason: Option<String>,
+    stop_sequence: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ClaudeUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ClaudeTextChunk {
+    completion: Option<String>,
+    stop_reason: Option<String>,
+    stop: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LlamaChunk {
+    generation: Option<String>,
+    prompt_token_count: Option<u64>,
+    generation_token_count: Option<u64>,
+    stop_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TitanChunk {
+    output_text: Option<String>,
+    total_output_text_token_count: Option<u64>,
+    input_text_token_count: Option<u64>,
+    completion_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MistralChunk {
+    #[serde(default)]
+    outputs: Vec<MistralOutput>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MistralOutput {
+    text: Option<String>,
+    stop_reason: Option<String>,
+}
+
+/// The Claude legacy text API ends a normal answer at this stop sequence.
+const CLAUDE_TURN_END: &str = "\n\nHuman:";
+
+/// Reads one family's chunks in order and keeps the usage seen so far.
+#[derive(Debug)]
+pub(crate) struct ChunkParser {
+    family: ModelFamily,
+    usage: Usage,
+    usage_reported: Usage,
+    stopped: bool,
+}
+
+impl ChunkParser {
+    pub(crate) fn new(family: ModelFamily) -> Self {
+        ChunkParser {
+            family,
+            usage: Usage::default(),
+            usage_reported: Usage::default(),
+            stopped: false,
+        }
+    }
+
+    /// Whether a stop reason was seen.
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// The chunks one payload of the stream holds. Unknown keys and event types are ignored;
+    /// a payload that is not the family's JSON is a non-retryable [`Error::Generation`].
+    pub(crate) fn parse(&mut self, payload: &[u8]) -> Result<Vec<Chunk>> {
+        let value: Value = serde_json::from_slice(payload).map_err(|e| self.malformed(e))?;
+        if !value.is_object() {
+            return Err(self.malformed("the chunk is not a JSON object"));
+        }
+        let mut out = Vec::new();
+        let mut stop = None;
+        match self.family {
+            ModelFamily::Claude => {
+                let event: ClaudeEvent = self.decode(&value)?;
+                match event.kind.as_str() {
+                    "message_start" => {
+                        if let Some(usage) = event.message.and_then(|m| m.usage) {
+                            self.count(usage.input_tokens, usage.output_tokens);
+                        }
+                    }
+                    "content_block_delta" => {
+                        if let Some(delta) = event.delta {
+                            if delta.kind.as_deref().is_none_or(|k| k == "text_delta") {
+                                push_text(&mut out, delta.text);
+                            }
+                        }
+                    }
+                    "message_delta" => {
+                        if let Some(usage) = event.usage {
+                            self.count(usage.input_tokens, usage.output_tokens);
+                        }
+                        if let Some(delta) = event.delta {
+                            stop = delta
+                                .stop_reason
+                                .map(|r| claude_stop_reason(&r, delta.stop_sequence));
+                        }
+                    }
+                    // content_block_start/stop, message_stop, ping and future events carry no
+                    // text; their invocation metrics are read below.
+                    _ => {}
+                }
+            }
+            ModelFamily::ClaudeText => {
+                let chunk: ClaudeTextChunk = self.decode(&value)?;
+                push_text(&mut out, chunk.completion);
+                stop = chunk.stop_reason.map(|r| match r.as_str() {
+                    "stop_sequence"
+                        if chunk.stop.as_deref().is_none_or(|s| s == CLAUDE_TURN_END) =>
+                    {
+                        StopReason::EndTurn
+                    }
+                    "stop_sequence" => StopReason::StopSequence(chunk.stop),
+                    "max_tokens" => StopReason::MaxTokens,
+                    _ => StopReason::Other(r),
+                });
+            }
+            ModelFamily::Llama2 | ModelFamily::Llama3 => {
+                let chunk: LlamaChunk = self.decode(&value)?;
+                push_text(&mut out, chunk.generation);
+                self.count(chunk.prompt_token_count, chunk.generation_token_count);
+                stop = chunk.stop_reason.map(|r| match r.as_str() {
+                    "stop" => StopReason::EndTurn,
+                    "length" => StopReason::MaxTokens,
+                    _ => StopReason::Other(r),
+                });
+            }
+            ModelFamily::TitanText => {
+                let chunk: TitanChunk = self.decode(&value)?;
+                push_text(&mut out, chunk.output_text);
+                self.count(
+                    chunk.input_text_token_count,
+                    chunk.total_output_text_token_count,
+                );
+                stop = chunk.completion_reason.map(|r| match r.as_str() {
+                    "FINISH" => StopReason::EndTurn,
+                    "LENGTH" => StopReason::MaxTokens,
+                    "STOP_CRITERIA_MET" => StopReason::StopSequence(None),
+                    "CONTENT_FILTERED" => StopReason::ContentFiltered,
+                    _ => StopReason::Other(r),
+                });
+            }
+            ModelFamily::Mistral => {
+                let chunk: MistralChunk = self.decode(&value)?;
+                for output in chunk.outputs {
+                    push_text(&mut out, output.text);
+                    if let Some(r) = output.stop_reason {
+                        stop = Some(match r.as_str() {
+                            "stop" => StopReason::EndTurn,
+                            "length" | "model_length" => StopReason::MaxTokens,
+                            _ => StopReason::Other(r),
+                        });
+                    }
+                }
+            }
+            other => {
+                return Err(Error::config(format!(
+                    "model family {other} has no native stream parser here"
+                )))
+            }
+        }
+        let metrics: Metrics = self.decode(&value)?;
+        let has_metrics = metrics.metrics.is_some();
+        if let Some(m) = metrics.metrics {
+            self.count(m.input_token_count, m.output_token_count);
+        }
+        let claude_usage_event = self.family == ModelFamily::Claude
+            && matches!(
+                value.get("type").and_then(Value::as_str),
+                Some("message_start" | "message_delta")
+            );
+        if stop.is_some() || has_metrics || claude_usage_event {
+            out.extend(self.take_usage());
+        }
+        if let Some(stop) = stop {
+            self.stopped = true;
+            out.push(Chunk::Stop(stop));
+        }
+        Ok(out)
+    }
+
+    /// Usage counted but not yet reported, for the end of the stream.
+    pub(crate) fn take_usage(&mut self) -> Option<Chunk> {
+        if self.usage == self.usage_reported || self.usage == Usage::default() {
+            return None;
+        }
+        self.usage_reported = self.usage;
+        Some(Chunk::Usage(self.usage))
+    }
+
+    /// Records token counts; running totals only grow, and an absent count keeps the last one.
+    fn count(&mut self, input: Option<u64>, output: Option<u64>) {
+        if let Some(n) = input.filter(|&n| n > 0) {
+            self.usage.input_tokens = n;
+        }
+        if let Some(n) = output.filter(|&n| n > 0) {
+            self.usage.output_tokens = self.usage.output_tokens.max(n);
+        }
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, value: &Value) -> Result<T> {
+        T::deserialize(value).map_err(|e| self.malformed(e))
+    }
+
+    fn malformed(&self, err: impl std::fmt::Display) -> Error {
+        Error::generation(
+            format!(
+                "Bedrock sent a stream chunk that is not {} model JSON: {err}",
+                self.family
+            ),
+            false,
+        )
+    }
+}
+
+fn push_text(out: &mut Vec<Chunk>, text: Option<String>) {
+    if let Some(text) = text.filter(|t| !t.is_empty()) {
+        out.push(Chunk::Text(text));
+    }
+}
+
+/// Claude's stop reasons (Messages API and Converse use the same names).
+pub(crate) fn claude_stop_reason(reason: &str, sequence: Option<String>) -> StopReason {
+    match reason {
+        "end_turn" => StopReason::EndTurn,
+        "max_tokens" => StopReason::MaxTokens,
+        "stop_sequence" => StopReason::StopSequence(sequence),
+        "content_filtered" | "refusal" | "guardrail_intervened" => StopReason::ContentFiltered,
+        other => StopReason::Other(other.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(family: ModelFamily, chunks: &[&str]) -> Vec<Chunk> {
+        let mut parser = ChunkParser::new(family);
+        let mut out: Vec<Chunk> = chunks
+            .iter()
+            .flat_map(|c| parser.parse(c.as_bytes()).unwrap())
+            .collect();
+        out.extend(parser.take_usage());
+        assert!(parser.stopped());
+        out
+    }
+
+    #[test]
+    fn claude_messages_events_give_text_usage_and_stop() {
+        let out = parse_all(
+            ModelFamily::Claude,
+            &[
+                r#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":12,"output_tokens":1}}}"#,
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hel"}}"#,
+                r#"{"type":"ping"}"#,
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"lo"}}"#,
+                r#"{"type":"message_delta","delta":{"stop_reason":"stop_sequence","stop_sequence":"END"},"usage":{"output_tokens":7}}"#,
+                r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":12,"outputTokenCount":7,"invocationLatency":500,"firstByteLatency":90}}"#,
+            ],
+        );
+        assert_eq!(
+            out,
+            vec![
+                Chunk::Usage(Usage {
+                    input_tokens: 12,
+                    output_tokens: 1
+                }),
+                Chunk::Text("Hel".into()),
+                Chunk::Text("lo".into()),
+                Chunk::Usage(Usage {
+                    input_tokens: 12,
+                    output_tokens: 7
+                }),
+                Chunk::Stop(StopReason::StopSequence(Some("END".into()))),
+            ]
+        );
+    }
+
+    #[test]
+    fn stop_reasons_are_normalized_per_family() {
+        let cases: [(ModelFamily, &str, StopReason); 7] = [
+            (
+                ModelFamily::ClaudeText,
+                r#"{"completion":"","stop_reason":"stop_sequence","stop":"\n\nHuman:"}"#,
+                StopReason::EndTurn,
+            ),
+            (
+                ModelFamily::ClaudeText,
+                r#"{"completion":"","stop_reason":"max_tokens","stop":null}"#,
+                StopReason::MaxTokens,
+            ),
+            (
+                ModelFamily::Llama3,
+                r#"{"generation":"","stop_reason":"length"}"#,
+                StopReason::MaxTokens,
+            ),
+            (
+                ModelFamily::TitanText,
+                r#"{"outputText":"","index":0,"completionReason":"CONTENT_FILTERED"}"#,
+                StopReason::ContentFiltered,
+            ),
+            (
+                ModelFamily::TitanText,
+                r#"{"outputText":"","completionReason":"FINISH"}"#,
+                StopReason::EndTurn,
+            ),
+            (
+                ModelFamily::Mistral,
+                r#"{"outputs":[{"text":"","stop_reason":"stop"}]}"#,
+                StopReason::EndTurn,
+            ),
+            (
+                ModelFamily::Mistral,
+                r#"{"outputs":[{"text":"","stop_reason":"something_new"}]}"#,
+                StopReason::Other("something_new".into()),
+            ),
+        ];
+        for (family, chunk, expected) in cases {
+            let out = ChunkParser::new(family).parse(chunk.as_bytes()).unwrap();
+            assert_eq!(
+                out.last(),
+                Some(&Chunk::Stop(expected)),
+                "{family}: {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_chunks_are_non_retryable_errors() {
+        let cases = [
+            (ModelFamily::Llama3, "not json"),
+            (ModelFamily::Llama3, "[1,2]"),
+            (ModelFamily::Llama3, r#"{"generation":5}"#),
+            (ModelFamily::Claude, r#"{"delta":{}}"#),
+        ];
+        for (family, chunk) in cases {
+            let err = ChunkParser::new(family)
+                .parse(chunk.as_bytes())
+                .unwrap_err();
+            assert!(!err.is_retryable(), "{chunk}");
+            assert!(err.to_string().contains(family.name()), "{err}");
+        }
+    }
+
+    #[test]
+    fn llama_usage_is_reported_once_at_the_end() {
+        let out = parse_all(
+            ModelFamily::Llama2,
+            &[
+                r#"{"generation":"A","prompt_token_count":9,"generation_token_count":1,"stop_reason":null}"#,
+                r#"{"generation":"B","prompt_token_count":null,"generation_token_count":2,"stop_reason":null,"extra":true}"#,
+                r#"{"generation":"","prompt_token_count":null,"generation_token_count":3,"stop_reason":"stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":9,"outputTokenCount":3}}"#,
+            ],
+        );
+        assert_eq!(
+            out,
+            vec![
+                Chunk::Text("A".into()),
+                Chunk::Text("B".into()),
+                Chunk::Usage(Usage {
+                    input_tokens: 9,
+                    output_tokens: 3
+                }),
+                Chunk::Stop(StopReason::EndTurn),
+            ]
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! End to end: the rag-core Pipeline with a BedrockGenerator pointed at the loopback server
+//! streams a full answer for every family, and through ConverseStream.
+//!
+//! The family prompt templates live in rag-core's prompt module (written in parallel); until
+//! they land here, text families use `PlainTemplate` (wrapped in Human/Assistant for legacy
+//! Claude) and Claude/Converse use the small chat template below. Swap in `Llama3Template` and friends when they are available.
+
+mod support;
+
+use futures::StreamExt;
+use rag_bedrock::BedrockGenerator;
+use rag_core::testing::{PlainTemplate, StaticRetriever};
+use rag_core::{
+    Ask, Error, Event, Message, ModelFamily, Pipeline, Prompt, PromptInput, PromptTemplate,
+    RenderedPrompt, Result, SessionId, StopReason, TokenBudget, Usage,
+};
+use serde_json::json;
+use support::families::{self, PIECES};
+use support::{chunk, client, converse_event, Reply, TestServer};
+
+/// A chat template for tests: the numbered passages in the system text, the question as the
+/// one user message. Counts one token per byte.
+#[derive(Debug)]
+struct ChatTestTemplate;
+
+impl PromptTemplate for ChatTestTemplate {
+    fn render(&self, input: &PromptInput<'_>, budget: &TokenBudget) -> Result<RenderedPrompt> {
+        let system: String = input
+            .passages
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("[{}] {}\n", i + 1, p.text))
+            .collect();
+        let size = system.len() + input.question.len();
+        if size > budget.prompt_tokens() {
+            return Err(Error::ContextOverflow {
+                needed: size,
+                budget: budget.prompt_tokens(),
+            });
+        }
+        Ok(RenderedPrompt {
+            prompt: Prompt::Chat {
+                system: Some(system),
+                messages: vec![Message::user(input.question)],
+            },
+            passages_kept: (0..input.passages.len()).collect(),
+            passages_dropped: Vec::new(),
+            turns_kept: 0,
+            turns_dropped: input.history.len(),
+            token_count: size,
+        })
+    }
+}
+
+/// `PlainTemplate`'s text inside a legacy Claude Human/Assistant dialogue.
+#[derive(Debug)]
+struct ClaudeTextTestTemplate;
+
+impl PromptTemplate for ClaudeTextTestTemplate {
+    fn render(&self, input: &PromptInput<'_>, budget: &TokenBudget) -> Result<RenderedPrompt> {
+        let mut rendered = PlainTemplate::default().render(input, budget)?;
+        if let Prompt::Text(text) = &rendered.prompt {
+            rendered.prompt = Prompt::Text(format!("\n\nHuman: {text}\n\nAssistant:"));
+        }
+        Ok(rendered)
+    }
+}
+
+fn pipeline(generator: BedrockGenerator, family: Option<ModelFamily>) -> Pipeline {
+    let builder = Pipeline::builder()
+        .with_generator(generator)
+        .with_retriever(StaticRetriever::numbered(3))
+        .with_top_k(3)
+        .with_params(families::params());
+    let builder = match family {
+        // Converse and Claude Messages take chat prompts.
+        None | Some(ModelFamily::Claude) => builder.with_template(ChatTestTemplate),
+        Some(ModelFamily::ClaudeText) => builder.with_template(ClaudeTextTestTemplate),
+        Some(_) => builder.with_template(PlainTemplate::default()),
+    };
+    builder.build().unwrap()
+}
+
+async fn ask(pipeline: &Pipeline) -> Vec<Event> {
+    let ask = Ask::new(SessionId::new("session-1").unwrap(), "What does Lambda do?");
+    pipeline.ask(ask).collect().await
+}
+
+fn check_answer(events: &[Event], expected_usage: Usage, label: &str) {
+    assert!(
+        matches!(events.first(), Some(Event::Sources(s)) if s.len() == 3),
+        "{label}: {events:?}"
+    );
+    let tokens: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Token(t) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tokens, PIECES, "{label}");
+    match events.last() {
+        Some(Event::Done(summary)) => {
+            assert_eq!(summary.answer, families::answer(), "{label}");
+            assert_eq!(summary.stop_reason, Some(StopReason::EndTurn), "{label}");
+            assert_eq!(summary.usage, Some(expected_usage), "{label}");
+            assert_eq!(summary.attempts, 1, "{label}");
+        }
+        other => panic!("{label}: the ask did not finish: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_pipeline_streams_a_full_answer_for_every_family() {
+    for case in families::cases() {
+        let server = TestServer::start([Reply::frames(case.chunks.iter().map(|c| chunk(c)))]).await;
+        let generator = BedrockGenerator::builder(case.model_id)
+            .with_client(client::runtime(&server.url()))
+            .build()
+            .unwrap();
+        let events = ask(&pipeline(generator, Some(case.family))).await;
+        check_answer(
+            &events,
+            Usage {
+                input_tokens: families::INPUT_TOKENS,
+                output_tokens: families::output_tokens(),
+            },
+            case.family.name(),
+        );
+        // The rendered prompt, passages included, reached Bedrock in the family's body.
+        let body = server.requests()[0].json();
+        let prompt_text = match case.family {
+            ModelFamily::Claude => body["system"].as_str().unwrap().to_owned(),
+            ModelFamily::TitanText => body["inputText"].as_str().unwrap().to_owned(),
+            _ => body["prompt"].as_str().unwrap().to_owned(),
+        };
+        assert!(
+            prompt_text.contains("[2] Passage 1 text."),
+            "{}: {prompt_text}",
+            case.family
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_pipeline_streams_a_full_answer_through_converse() {
+    let mut frames = vec![converse_event("messageStart", json!({"role": "assistant"}))];
+    frames.extend(PIECES.iter().map(|p| {
+        converse_event(
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"text": p}}),
+        )
+    }));
+    frames.push(converse_event(
+        "contentBlockStop",
+        json!({"contentBlockIndex": 0}),
+    ));
+    frames.push(converse_event(
+        "messageStop",
+        json!({"stopReason": "end_turn"}),
+    ));
+    frames.push(converse_event(
+        "metadata",
+        json!({"usage": {"inputTokens": 57, "outputTokens": 24, "totalTokens": 81}, "metrics": {"latencyMs": 400}}),
+    ));
+    let server = TestServer::start([Reply::frames(frames)]).await;
+    let generator = BedrockGenerator::converse("us.amazon.nova-pro-v1:0")
+        .with_client(client::runtime(&server.url()))
+        .build()
+        .unwrap();
+    let events = ask(&pipeline(generator, None)).await;
+    check_answer(
+        &events,
+        Usage {
+            input_tokens: 57,
+            output_tokens: 24,
+        },
+        "converse",
+    );
+}
+
+#[tokio::test]
+async fn a_failure_inside_the_stream_reaches_the_caller_with_the_partial_answer() {
+    let case = families::llama3();
+    let mut frames: Vec<_> = case.chunks[..5].iter().map(|c| chunk(c)).collect();
+    frames.push(support::exception(
+        "modelStreamErrorException",
+        "The model stream failed",
+    ));
+    let server = TestServer::start([Reply::frames(frames)]).await;
+    let generator = BedrockGenerator::builder(case.model_id)
+        .with_client(client::runtime(&server.url()))
+        .build()
+        .unwrap();
+    let events = ask(&pipeline(generator, Some(case.family))).await;
+    match events.last() {
+        Some(Event::Error(failure)) => {
+            assert!(failure.is_retryable());
+            assert_eq!(failure.partial_answer, PIECES[..5].concat());
+            assert!(failure
+                .error
+                .to_string()
+                .contains("The model stream failed"));
+        }
+        other => panic!("expected an error event, got {other:?}"),
+    }
+}
