@@ -2,8 +2,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::Poll;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::{Stream, StreamExt};
@@ -360,7 +360,9 @@ impl IdleTimer {
                 return Poll::Pending;
             };
             if !armed {
-                self.sleep.as_mut().reset(tokio::time::Instant::now() + after);
+                self.sleep
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + after);
                 armed = true;
             }
             self.sleep.as_mut().poll(cx).map(|()| {

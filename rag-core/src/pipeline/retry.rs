@@ -124,8 +124,10 @@ mod tests {
     #[test]
     fn invalid_policies_are_config_errors() {
         assert!(RetryPolicy::attempts(0).validate().is_err());
-        let mut p = RetryPolicy::default();
-        p.multiplier = 0.5;
+        let p = RetryPolicy {
+            multiplier: 0.5,
+            ..RetryPolicy::default()
+        };
         assert!(p.validate().is_err());
         let p = RetryPolicy::default().with_backoff(Duration::from_secs(2), Duration::from_secs(1));
         assert!(p.validate().is_err());
