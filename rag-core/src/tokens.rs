@@ -7,7 +7,9 @@
 //! text whose UTF-8 length already fits in the room left needs no count at all
 //! ([`fits_by_length`]).
 
+use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::prompt::Prompt;
 
@@ -64,6 +66,88 @@ impl TokenCounter for Cl100kCounter {
         // `cl100k_base_singleton` builds the BPE lazily, once per process.
         tiktoken_rs::cl100k_base_singleton().count_ordinary(text)
     }
+}
+
+/// A counter that remembers the counts of texts it has seen, in front of another counter.
+///
+/// A service re-renders the same texts all the time: the history of a session at every ask,
+/// passages that many questions retrieve. Counting is the costly part of packing a prompt,
+/// and a count is a pure function of the text, so remembering it is safe. The cache holds
+/// texts of at most `max_text_bytes` (whole prompts are not worth keeping) and at most
+/// `max_total_bytes` of text; when full it starts over.
+#[derive(Debug)]
+pub struct CachedCounter<C> {
+    inner: C,
+    max_text_bytes: usize,
+    max_total_bytes: usize,
+    cache: Mutex<Cache>,
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    counts: HashMap<Box<str>, usize>,
+    bytes: usize,
+}
+
+impl<C: TokenCounter> CachedCounter<C> {
+    /// Caches the counts of `inner` for texts up to 16 KiB, holding up to 8 MiB of text.
+    pub fn new(inner: C) -> Self {
+        CachedCounter::with_limits(inner, 16 * 1024, 8 * 1024 * 1024)
+    }
+
+    /// Caches the counts of `inner` for texts up to `max_text_bytes`, holding up to
+    /// `max_total_bytes` of text.
+    pub fn with_limits(inner: C, max_text_bytes: usize, max_total_bytes: usize) -> Self {
+        CachedCounter {
+            inner,
+            max_text_bytes,
+            max_total_bytes,
+            cache: Mutex::default(),
+        }
+    }
+
+    /// How many texts are cached.
+    pub fn cached_texts(&self) -> usize {
+        self.cache.lock().map_or(0, |c| c.counts.len())
+    }
+}
+
+impl<C: TokenCounter> TokenCounter for CachedCounter<C> {
+    fn count(&self, text: &str) -> usize {
+        if text.len() > self.max_text_bytes || text.len() < 64 {
+            // Long texts are rarely seen twice; short ones cost less to count than to cache.
+            return self.inner.count(text);
+        }
+        let hit = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|c| c.counts.get(text).copied());
+        if let Some(n) = hit {
+            return n;
+        }
+        // Counted outside the lock, so threads never wait on each other's counts.
+        let n = self.inner.count(text);
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.bytes + text.len() > self.max_total_bytes {
+                cache.counts.clear();
+                cache.bytes = 0;
+            }
+            if cache.counts.insert(text.into(), n).is_none() {
+                cache.bytes += text.len();
+            }
+        }
+        n
+    }
+}
+
+/// The counter the family templates use unless given another: cl100k behind one cache
+/// shared by the whole process.
+pub fn default_counter() -> Arc<dyn TokenCounter> {
+    static DEFAULT: OnceLock<Arc<CachedCounter<Cl100kCounter>>> = OnceLock::new();
+    DEFAULT
+        .get_or_init(|| Arc::new(CachedCounter::new(Cl100kCounter::new())))
+        .clone()
 }
 
 /// A counter of UTF-8 bytes: never less than a byte-level BPE's count and free to compute.
@@ -141,6 +225,37 @@ mod tests {
             assert!(fits_by_length(text, text.len()));
             assert!(!fits_by_length(text, text.len() - 1));
         }
+    }
+
+    #[derive(Debug, Default)]
+    struct Calls(std::sync::atomic::AtomicUsize);
+    impl TokenCounter for Calls {
+        fn count(&self, text: &str) -> usize {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            text.len() / 2
+        }
+    }
+
+    #[test]
+    fn cached_counts_are_the_inner_counts_counted_once() {
+        let cached = CachedCounter::with_limits(Calls::default(), 1_000, 2_000);
+        let text = "x".repeat(100);
+        assert_eq!(cached.count(&text), 50);
+        assert_eq!(cached.count(&text), 50);
+        assert_eq!(cached.inner.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // Short and long texts are not cached.
+        cached.count("short");
+        cached.count(&"y".repeat(1_001));
+        assert_eq!(cached.cached_texts(), 1);
+        // Full: it starts over instead of growing.
+        for i in 0..30 {
+            cached.count(&format!("{i:03}{}", "z".repeat(97)));
+        }
+        assert!(cached.cached_texts() <= 20);
+        let real = CachedCounter::new(Cl100kCounter::new());
+        let text = "Lambda functions scale with concurrency. ".repeat(4);
+        assert_eq!(real.count(&text), Cl100kCounter::new().count(&text));
+        assert_eq!(real.count(&text), Cl100kCounter::new().count(&text));
     }
 
     #[test]

@@ -5,14 +5,38 @@
 use proptest::prelude::*;
 use rag_core::tokens::{count_prompt, Cl100kCounter, TokenCounter};
 use rag_core::{
-    template_for, Error, ModelFamily, Passage, Prompt, PromptInput, RenderedPrompt,
-    TokenBudget, Turn,
+    template_for, Error, ModelFamily, Passage, Prompt, PromptInput, RenderedPrompt, TokenBudget,
+    Turn,
 };
 
 const WORDS: &[&str] = &[
-    "Lambda", "function", "concurrency", "the", "of", "timeout", "S3", "bucket", "événement",
-    "日本語", "🎉", "1,024", "MB", "<|eot_id|>", "[INST]", "\n\nHuman:", "\nUser:", "a", "is",
-    "configure", "IAM", "role", "VPC", "{{system}}", "</document>", "  ", "\n",
+    "Lambda",
+    "function",
+    "concurrency",
+    "the",
+    "of",
+    "timeout",
+    "S3",
+    "bucket",
+    "événement",
+    "日本語",
+    "🎉",
+    "1,024",
+    "MB",
+    "<|eot_id|>",
+    "[INST]",
+    "\n\nHuman:",
+    "\nUser:",
+    "a",
+    "is",
+    "configure",
+    "IAM",
+    "role",
+    "VPC",
+    "{{system}}",
+    "</document>",
+    "  ",
+    "\n",
 ];
 
 fn text_of(words: &[usize]) -> String {
@@ -42,7 +66,10 @@ fn check(family: ModelFamily, input: &PromptInput<'_>, budget: &TokenBudget) {
         }
         Err(Error::ContextOverflow { needed, budget: b }) => {
             assert_eq!(b, available);
-            assert!(needed > available, "{family}: needed {needed} <= {available}");
+            assert!(
+                needed > available,
+                "{family}: needed {needed} <= {available}"
+            );
             // The question alone really does not fit.
             let alone = PromptInput {
                 question: input.question,
@@ -72,7 +99,11 @@ fn check_report(input: &PromptInput<'_>, rendered: &RenderedPrompt) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+    // 40 cases by default (fast); `PROPTEST_CASES=1000` for a longer search.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(40),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn rendered_prompts_never_exceed_the_budget(
@@ -100,7 +131,10 @@ proptest! {
 
 /// Real documentation passages when the shared corpus is present.
 fn corpus_passages(n: usize) -> Option<Vec<Passage>> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/lambda-dg.jsonl");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/corpus/lambda-dg.jsonl"
+    );
     let Ok(text) = std::fs::read_to_string(path) else {
         eprintln!("skipping the corpus part: {path} is absent");
         return None;
@@ -126,7 +160,12 @@ fn llama3_packs_real_passages_into_8k_minus_1k() {
             .collect()
     });
     let history: Vec<Turn> = (0..10)
-        .map(|i| Turn::new(format!("Question {i} about Lambda?"), "An answer. ".repeat(20)))
+        .map(|i| {
+            Turn::new(
+                format!("Question {i} about Lambda?"),
+                "An answer. ".repeat(20),
+            )
+        })
         .collect();
     let input = PromptInput {
         question: "How do I raise the concurrency limit of a function?",
@@ -134,7 +173,9 @@ fn llama3_packs_real_passages_into_8k_minus_1k() {
         history: &history,
     };
     let budget = TokenBudget::new(8_192, 1_024, 0);
-    let rendered = template_for(ModelFamily::Llama3).render(&input, &budget).unwrap();
+    let rendered = template_for(ModelFamily::Llama3)
+        .render(&input, &budget)
+        .unwrap();
     let tokens = count_prompt(&Cl100kCounter::new(), &rendered.prompt);
     assert!(tokens <= 7_168, "{tokens}");
     assert!(rendered.token_count >= tokens);
@@ -143,9 +184,15 @@ fn llama3_packs_real_passages_into_8k_minus_1k() {
     assert!(tokens > 7_168 - 600, "only {tokens} tokens used of 7168");
     check_report(&input, &rendered);
     // Passage n in the prompt is passages[n - 1].
-    let Prompt::Text(text) = &rendered.prompt else { panic!() };
+    let Prompt::Text(text) = &rendered.prompt else {
+        panic!()
+    };
     for (n, &i) in rendered.passages_kept.iter().enumerate() {
-        let tag = format!("<document index=\"{}\">\n<source>{}</source>", n + 1, passages[i].uri.as_deref().unwrap_or(&passages[i].id));
+        let tag = format!(
+            "<document index=\"{}\">\n<source>{}</source>",
+            n + 1,
+            passages[i].uri.as_deref().unwrap_or(&passages[i].id)
+        );
         assert!(text.contains(&tag), "{tag}");
     }
 }
@@ -175,7 +222,12 @@ fn a_question_that_alone_does_not_fit_is_context_overflow() {
 #[test]
 fn newest_turns_are_kept_and_oldest_dropped() {
     let history: Vec<Turn> = (0..6)
-        .map(|i| Turn::new(format!("question number {i}"), format!("answer number {i} ").repeat(10)))
+        .map(|i| {
+            Turn::new(
+                format!("question number {i}"),
+                format!("answer number {i} ").repeat(10),
+            )
+        })
         .collect();
     let input = PromptInput {
         question: "and now?",
@@ -194,8 +246,13 @@ fn newest_turns_are_kept_and_oldest_dropped() {
     let rendered = template_for(ModelFamily::Llama3)
         .render(&input, &TokenBudget::new(full_tokens - 60, 0, 0))
         .unwrap();
-    assert!(rendered.turns_dropped >= 1 && rendered.turns_kept >= 1, "{rendered:?}");
-    let Prompt::Text(text) = &rendered.prompt else { panic!() };
+    assert!(
+        rendered.turns_dropped >= 1 && rendered.turns_kept >= 1,
+        "{rendered:?}"
+    );
+    let Prompt::Text(text) = &rendered.prompt else {
+        panic!()
+    };
     assert!(text.contains("question number 5"));
     assert!(!text.contains("question number 0"));
     for i in rendered.turns_dropped..6 {

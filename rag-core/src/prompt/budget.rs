@@ -7,15 +7,18 @@
 //! best ones, a prefix of the ranking, so passage `n` in the prompt is always the `n`-th best;
 //! the kept turns are the newest whole turns.
 //!
-//! Blocks counted apart can count a little differently from the joined prompt at their
-//! boundaries, so one token per boundary is set aside, and when the sum comes close to the
-//! budget the whole prompt is counted; a prompt whose count exceeds the budget is never
-//! returned: the last block kept is dropped until it fits.
+//! Blocks are joined where a BPE pre-tokenizer splits anyway (after a line break or a marker),
+//! so the sum of their counts is the count of the joined prompt, or at most about one token
+//! per joint more or less. The packer fills the budget by that sum; when the sum plus one
+//! token per joint is over the budget, the result is close enough that the whole prompt is
+//! counted, and a prompt whose count exceeds the budget is never returned: the last block kept
+//! is dropped until it fits. Otherwise the sum plus one token per joint is reported as an
+//! upper bound of the count.
 
 use crate::tokens::TokenCounter;
 
-/// Tokens set aside for each boundary between separately counted blocks.
-const BOUNDARY_SLACK: usize = 1;
+/// Tokens allowed for each joint between separately counted blocks.
+const JOINT_SLACK: usize = 1;
 
 /// Counts one block when called.
 type CountBlock<'c> = Box<dyn FnOnce(&dyn TokenCounter) -> usize + 'c>;
@@ -53,9 +56,10 @@ impl<'c> Packer<'c> {
         }
     }
 
-    /// The upper bound of the kept blocks' tokens, boundaries included.
+    /// The kept blocks' tokens (an upper bound where only lengths were needed) plus one token
+    /// per joint.
     pub(crate) fn estimate(&self) -> usize {
-        self.used + self.blocks.saturating_sub(1) * BOUNDARY_SLACK
+        self.used + self.blocks.saturating_sub(1) * JOINT_SLACK
     }
 
     /// Keeps the block if it fits and returns whether it did. `count` gives its tokens; it is
@@ -65,13 +69,8 @@ impl<'c> Packer<'c> {
         bytes: usize,
         count: impl FnOnce(&dyn TokenCounter) -> usize + 'c,
     ) -> bool {
-        // Kept blocks after this one: `blocks + 1`, so `blocks` boundaries.
-        let boundaries = self.blocks * BOUNDARY_SLACK;
         let available = self.available;
-        let fits = |used: usize, cost: usize| {
-            used.saturating_add(cost).saturating_add(boundaries) <= available
-        };
-        if fits(self.used, bytes) {
+        if self.used.saturating_add(bytes) <= available {
             self.used += bytes;
             self.blocks += 1;
             self.uncounted.push((bytes, Box::new(count)));
@@ -83,7 +82,7 @@ impl<'c> Packer<'c> {
             self.used = self.used - bytes + tokens.min(bytes);
         }
         let tokens = count(self.counter);
-        if fits(self.used, tokens) {
+        if self.used.saturating_add(tokens) <= available {
             self.used += tokens;
             self.blocks += 1;
             true
@@ -95,11 +94,7 @@ impl<'c> Packer<'c> {
     /// Whether the estimate is close enough to the budget that the whole prompt must be
     /// counted before it is returned.
     pub(crate) fn needs_whole_count(&self, prompt_bytes: usize) -> bool {
-        if prompt_bytes <= self.available {
-            return false;
-        }
-        let band = 8 + self.available / 100;
-        self.estimate() + band > self.available
+        prompt_bytes > self.available && self.estimate() > self.available
     }
 }
 
@@ -130,6 +125,7 @@ mod tests {
         }
         assert_eq!(calls.get(), 0);
         assert_eq!(packer.estimate(), 30 + 2);
+        assert!(!packer.needs_whole_count(30));
     }
 
     #[test]
@@ -146,14 +142,18 @@ mod tests {
         };
         assert!(packer.offer(60, counted()));
         assert_eq!(calls.get(), 0);
-        // 60 + 60 > 100 by length: both get counted, 30 + 30 + 1 boundary fits.
+        // 60 + 60 > 100 by length: both get counted, 30 + 30 fits.
         assert!(packer.offer(60, counted()));
         assert_eq!(calls.get(), 2);
         assert_eq!(packer.estimate(), 61);
         assert!(packer.offer(60, counted()));
         assert_eq!(packer.estimate(), 92);
         assert!(!packer.offer(60, counted()));
-        assert_eq!(packer.estimate(), 92);
-        assert!(packer.estimate() <= packer.available);
+        assert!(!packer.needs_whole_count(180));
+        // Filled to the last token: the joints make it close, so the whole gets counted.
+        assert!(packer.offer(20, |_| 10));
+        assert_eq!(packer.estimate(), 100 + 3);
+        assert!(packer.needs_whole_count(200));
+        assert!(!packer.needs_whole_count(100));
     }
 }

@@ -10,7 +10,7 @@ use super::sanitize::neutralize;
 use super::{Prompt, PromptInput, RenderedPrompt, TokenBudget};
 use crate::error::{Error, Result};
 use crate::model::ModelFamily;
-use crate::tokens::{count_prompt, Cl100kCounter, TokenCounter};
+use crate::tokens::{count_prompt, default_counter, TokenCounter};
 
 /// Opens the context block.
 pub(crate) const CONTEXT_OPEN: &str = "<documents>\n";
@@ -122,9 +122,7 @@ impl EngineBuilder {
         Ok(Engine {
             layout,
             parts: Parts::compile(&self.sources)?,
-            counter: self
-                .counter
-                .unwrap_or_else(|| Arc::new(Cl100kCounter::new())),
+            counter: self.counter.unwrap_or_else(default_counter),
             wrapper_tokens: Arc::default(),
         })
     }
@@ -173,13 +171,18 @@ impl Engine {
                     .as_deref()
                     .or(passage.title.as_deref())
                     .unwrap_or(&passage.id);
-                let mut block = self.parts.passage(&PassageData {
-                    index: i + 1,
-                    id: &neutralize(family, &passage.id),
-                    title: &neutralize(family, title),
-                    source: &neutralize(family, source),
-                    text: &neutralize(family, passage.text.trim()),
-                })?;
+                let text = neutralize(family, passage.text.trim());
+                let mut block = String::with_capacity(text.len() + source.len() + 128);
+                self.parts.passage(
+                    &PassageData {
+                        index: i + 1,
+                        id: &neutralize(family, &passage.id),
+                        title: &neutralize(family, title),
+                        source: &neutralize(family, source),
+                        text: &text,
+                    },
+                    &mut block,
+                )?;
                 block.push('\n');
                 Ok(block)
             })
@@ -364,7 +367,7 @@ macro_rules! family_template {
 
         impl $name {
             /// The template with the shipped defaults: the default system text, passage block
-            /// and question framing, counted with cl100k.
+            /// and question framing, counted with cl100k ([`crate::tokens::default_counter`]).
             pub fn new() -> Self {
                 $name {
                     engine: $crate::prompt::engine::Engine::with_defaults($layout),
@@ -440,7 +443,8 @@ macro_rules! family_template {
                 self
             }
 
-            /// The token counter (cl100k by default).
+            /// The token counter; by default cl100k behind a process-wide cache
+            /// ([`crate::tokens::default_counter`]).
             pub fn with_counter(
                 mut self,
                 counter: impl $crate::tokens::TokenCounter + 'static,

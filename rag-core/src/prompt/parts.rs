@@ -68,6 +68,104 @@ pub(crate) struct Parts {
     registry: Handlebars<'static>,
     /// The system text, rendered once (it has no variables), trimmed.
     pub(crate) system: String,
+    /// The passage template as a plain list of pieces, when it uses only text, variables and
+    /// `if`/`unless` on a variable (as the defaults do): rendering it needs no JSON context.
+    fast_passage: Option<Fast>,
+    fast_question: Option<Fast>,
+}
+
+/// A template of text, variables and `if`/`unless` blocks, rendered without handlebars'
+/// JSON context; it renders exactly what handlebars renders for it (whitespace control is
+/// applied when handlebars compiles, so the compiled elements already hold the final text).
+#[derive(Debug, Clone)]
+enum Piece {
+    Text(String),
+    Var(usize),
+    If {
+        var: usize,
+        negate: bool,
+        then: Fast,
+        otherwise: Fast,
+    },
+}
+
+type Fast = Vec<Piece>;
+
+fn fast_form(template: &Template, variables: &[&str]) -> Option<Fast> {
+    let var = |p: &Parameter| match p {
+        Parameter::Name(_) | Parameter::Path(Path::Relative(_)) => {
+            let name = parameter_name(p)?;
+            variables.iter().position(|v| *v == name)
+        }
+        _ => None,
+    };
+    let mut pieces = Vec::with_capacity(template.elements.len());
+    for element in &template.elements {
+        match element {
+            TemplateElement::RawString(text) => pieces.push(Piece::Text(text.clone())),
+            TemplateElement::Comment(_) => {}
+            TemplateElement::Expression(h) | TemplateElement::HtmlExpression(h)
+                if h.params.is_empty() && h.hash.is_empty() =>
+            {
+                pieces.push(Piece::Var(var(&h.name)?));
+            }
+            TemplateElement::HelperBlock(h) if h.params.len() == 1 && h.block_param.is_none() => {
+                let negate = match parameter_name(&h.name)? {
+                    "if" => false,
+                    "unless" => true,
+                    _ => return None,
+                };
+                let branch = |t: &Option<Template>| match t {
+                    Some(t) => fast_form(t, variables),
+                    None => Some(Vec::new()),
+                };
+                pieces.push(Piece::If {
+                    var: var(&h.params[0])?,
+                    negate,
+                    then: branch(&h.template)?,
+                    otherwise: branch(&h.inverse)?,
+                });
+            }
+            _ => return None,
+        }
+    }
+    Some(pieces)
+}
+
+/// A value of the fast renderer: handlebars' truthiness is emptiness for strings, zero for
+/// numbers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Value<'a> {
+    Str(&'a str),
+    Num(usize),
+}
+
+fn render_fast(pieces: &[Piece], values: &[Value<'_>], out: &mut String) {
+    for piece in pieces {
+        match piece {
+            Piece::Text(text) => out.push_str(text),
+            Piece::Var(i) => match values[*i] {
+                Value::Str(s) => out.push_str(s),
+                Value::Num(n) => {
+                    use std::fmt::Write;
+                    let _ = write!(out, "{n}");
+                }
+            },
+            Piece::If {
+                var,
+                negate,
+                then,
+                otherwise,
+            } => {
+                let truthy = match values[*var] {
+                    Value::Str(s) => !s.is_empty(),
+                    Value::Num(n) => n != 0,
+                };
+                let branch = if truthy != *negate { then } else { otherwise };
+                render_fast(branch, values, out);
+            }
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -89,6 +187,7 @@ impl Parts {
     pub(crate) fn compile(sources: &PartSources) -> Result<Parts> {
         let mut registry = Handlebars::new();
         registry.register_escape_fn(handlebars::no_escape);
+        let mut fast = Vec::with_capacity(3);
         for (name, source, variables, required) in [
             (SYSTEM, &sources.system, SYSTEM_VARIABLES, None),
             (PASSAGE, &sources.passage, PASSAGE_VARIABLES, Some("text")),
@@ -109,29 +208,61 @@ impl Parts {
                     ));
                 }
             }
+            fast.push(fast_form(&template, variables));
             registry.register_template(name, template);
         }
+        let fast_question = fast.pop().flatten();
+        let fast_passage = fast.pop().flatten();
         let system = registry
             .render(SYSTEM, &serde_json::Value::Object(Default::default()))
             .map_err(|e| render_error(SYSTEM, e))?
             .trim()
             .to_owned();
-        Ok(Parts { registry, system })
+        Ok(Parts {
+            registry,
+            system,
+            fast_passage,
+            fast_question,
+        })
     }
 
     /// Renders one passage block; the values must already be neutralized.
-    pub(crate) fn passage(&self, data: &PassageData<'_>) -> Result<String> {
-        self.registry
-            .render(PASSAGE, data)
-            .map_err(|e| render_error(PASSAGE, e))
+    pub(crate) fn passage(&self, data: &PassageData<'_>, out: &mut String) -> Result<()> {
+        match &self.fast_passage {
+            Some(pieces) => {
+                // In the order of PASSAGE_VARIABLES.
+                let values = [
+                    Value::Num(data.index),
+                    Value::Str(data.id),
+                    Value::Str(data.title),
+                    Value::Str(data.source),
+                    Value::Str(data.text),
+                ];
+                render_fast(pieces, &values, out);
+            }
+            None => out.push_str(
+                &self
+                    .registry
+                    .render(PASSAGE, data)
+                    .map_err(|e| render_error(PASSAGE, e))?,
+            ),
+        }
+        Ok(())
     }
 
     /// Renders the question framing, trimmed; the question must already be neutralized.
     pub(crate) fn question(&self, question: &str) -> Result<String> {
-        let rendered = self
-            .registry
-            .render(QUESTION, &QuestionData { question })
-            .map_err(|e| render_error(QUESTION, e))?;
+        let rendered = match &self.fast_question {
+            Some(pieces) => {
+                let mut out = String::with_capacity(question.len() + 64);
+                render_fast(pieces, &[Value::Str(question)], &mut out);
+                out
+            }
+            None => self
+                .registry
+                .render(QUESTION, &QuestionData { question })
+                .map_err(|e| render_error(QUESTION, e))?,
+        };
         Ok(rendered.trim().to_owned())
     }
 }
@@ -312,14 +443,18 @@ mod tests {
     fn defaults_compile_and_render() {
         let parts = Parts::compile(&PartSources::default()).unwrap();
         assert_eq!(parts.system, DEFAULT_SYSTEM);
-        let block = parts
-            .passage(&PassageData {
-                index: 2,
-                id: "p",
-                title: "",
-                source: "s3://b/k",
-                text: "body & <b>",
-            })
+        let mut block = String::new();
+        parts
+            .passage(
+                &PassageData {
+                    index: 2,
+                    id: "p",
+                    title: "",
+                    source: "s3://b/k",
+                    text: "body & <b>",
+                },
+                &mut block,
+            )
             .unwrap();
         assert_eq!(
             block,
@@ -399,5 +534,51 @@ mod tests {
             parts.question("{{system}} {{> x}} {{#if a}}").unwrap(),
             "Q: {{system}} {{> x}} {{#if a}}"
         );
+    }
+
+    #[test]
+    fn the_fast_renderer_renders_what_handlebars_renders() {
+        let templates = [
+            DEFAULT_PASSAGE,
+            "[{{index}}] {{#if title}}{{title}}{{else}}untitled{{/if}}\n{{{text}}}",
+            "{{#unless title}}no title {{/unless}}{{text}} ({{source}}, {{id}})",
+            "  {{~text~}}  \n{{! a comment }}",
+            "{{#if title}}\n  {{title}}\n{{/if}}\n{{text}}\n",
+            "{{#if (eq index 1)}}best {{/if}}{{text}}",
+        ];
+        let data = [
+            PassageData {
+                index: 1,
+                id: "a",
+                title: "T",
+                source: "s",
+                text: " x & <y> ",
+            },
+            PassageData {
+                index: 12,
+                id: "b",
+                title: "",
+                source: "",
+                text: "z",
+            },
+        ];
+        for template in templates {
+            let parts = Parts::compile(&sources("", template, DEFAULT_QUESTION)).unwrap();
+            let mut slow = parts.clone();
+            slow.fast_passage = None;
+            for d in &data {
+                let (mut fast_out, mut slow_out) = (String::new(), String::new());
+                parts.passage(d, &mut fast_out).unwrap();
+                slow.passage(d, &mut slow_out).unwrap();
+                assert_eq!(fast_out, slow_out, "{template:?}");
+            }
+        }
+        // Helpers with parameters take handlebars' path.
+        let parts = Parts::compile(&sources("", templates[5], DEFAULT_QUESTION)).unwrap();
+        assert!(parts.fast_passage.is_none());
+        assert!(Parts::compile(&PartSources::default())
+            .unwrap()
+            .fast_passage
+            .is_some());
     }
 }
