@@ -8,12 +8,11 @@
 //! the kept turns are the newest whole turns.
 //!
 //! Blocks are joined where a BPE pre-tokenizer splits anyway (after a line break or a marker),
-//! so the sum of their counts is the count of the joined prompt, or at most about one token
-//! per joint more or less. The packer fills the budget by that sum; when the sum plus one
-//! token per joint is over the budget, the result is close enough that the whole prompt is
-//! counted, and a prompt whose count exceeds the budget is never returned: the last block kept
-//! is dropped until it fits. Otherwise the sum plus one token per joint is reported as an
-//! upper bound of the count.
+//! so the sum of their counts is the count of the joined prompt, or off by about one token at
+//! a joint. The packer keeps one token per joint free on top of the sum; the sum plus that
+//! slack is reported as an upper bound of the count. When that estimate is within another
+//! token per joint of the budget, the whole prompt is counted, and a prompt whose count
+//! exceeds the budget is never returned: the last block kept is dropped until it fits.
 
 use crate::tokens::TokenCounter;
 
@@ -69,7 +68,8 @@ impl<'c> Packer<'c> {
         bytes: usize,
         count: impl FnOnce(&dyn TokenCounter) -> usize + 'c,
     ) -> bool {
-        let available = self.available;
+        // After this block there are `blocks` joints, each with its token of slack.
+        let available = self.available.saturating_sub(self.blocks * JOINT_SLACK);
         if self.used.saturating_add(bytes) <= available {
             self.used += bytes;
             self.blocks += 1;
@@ -94,7 +94,8 @@ impl<'c> Packer<'c> {
     /// Whether the estimate is close enough to the budget that the whole prompt must be
     /// counted before it is returned.
     pub(crate) fn needs_whole_count(&self, prompt_bytes: usize) -> bool {
-        prompt_bytes > self.available && self.estimate() > self.available
+        let joints = self.blocks.saturating_sub(1) * JOINT_SLACK;
+        prompt_bytes > self.available && self.estimate() + joints > self.available
     }
 }
 
@@ -142,17 +143,18 @@ mod tests {
         };
         assert!(packer.offer(60, counted()));
         assert_eq!(calls.get(), 0);
-        // 60 + 60 > 100 by length: both get counted, 30 + 30 fits.
+        // 60 + 60 + 1 > 100 by length: both get counted, 30 + 30 + 1 fits.
         assert!(packer.offer(60, counted()));
         assert_eq!(calls.get(), 2);
         assert_eq!(packer.estimate(), 61);
         assert!(packer.offer(60, counted()));
         assert_eq!(packer.estimate(), 92);
         assert!(!packer.offer(60, counted()));
+        // 92 + 2 more for the joints is still under 100: no whole count.
         assert!(!packer.needs_whole_count(180));
-        // Filled to the last token: the joints make it close, so the whole gets counted.
-        assert!(packer.offer(20, |_| 10));
-        assert_eq!(packer.estimate(), 100 + 3);
+        // Filled to the last token of slack: close enough to count the whole.
+        assert!(packer.offer(20, |_| 5));
+        assert_eq!(packer.estimate(), 95 + 3);
         assert!(packer.needs_whole_count(200));
         assert!(!packer.needs_whole_count(100));
     }

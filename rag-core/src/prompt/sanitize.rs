@@ -43,6 +43,8 @@ const MISTRAL: Breaks = &[
 const CLAUDE_TEXT_ROLES: &[&str] = &["Human:", "Assistant:"];
 const TITAN_ROLES: &[&str] = &["User:", "Bot:"];
 
+/// The marker rules of a family. Families with line roles break only markers that start
+/// with `<`, which lets their scan look for `<` and line breaks only.
 struct Rules {
     breaks: Breaks,
     line_roles: &'static [&'static str],
@@ -88,40 +90,52 @@ pub fn neutralize(family: ModelFamily, text: &str) -> Cow<'_, str> {
     let bytes = text.as_bytes();
     let mut out: Option<String> = None;
     let mut copied = 0;
-    let mut line_start = true;
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if line_start {
-            line_start = false;
-            if !rules.line_roles.is_empty() {
-                let mut j = i;
-                while j < bytes.len() && matches!(bytes[j], b' ' | b'\t') {
-                    j += 1;
-                }
-                let rest = &text[j..];
-                if rules.line_roles.iter().any(|role| rest.starts_with(role)) {
-                    let s = out.get_or_insert_with(|| String::with_capacity(text.len() + 8));
-                    s.push_str(&text[copied..j]);
-                    s.push(BREAK);
-                    copied = j;
-                }
-            }
+    let mut insert_break = |at: usize, copied: &mut usize| {
+        let s = out.get_or_insert_with(|| String::with_capacity(text.len() + 8));
+        s.push_str(&text[*copied..at]);
+        s.push(BREAK);
+        *copied = at;
+    };
+    let line_roles = !rules.line_roles.is_empty();
+    let role_at = |at: usize| {
+        // A role after optional spaces or tabs; returns where the role name starts.
+        let start = at
+            + bytes[at..]
+                .iter()
+                .take_while(|b| matches!(b, b' ' | b'\t'))
+                .count();
+        let rest = &text[start..];
+        rules
+            .line_roles
+            .iter()
+            .any(|role| rest.starts_with(role))
+            .then_some(start)
+    };
+    if line_roles {
+        if let Some(start) = role_at(0) {
+            insert_break(start, &mut copied);
         }
-        match b {
-            b'\n' | b'\r' => line_start = true,
-            b'<' | b'[' => {
-                let rest = &text[i..];
-                if let Some(&(_, offset)) = rules.breaks.iter().find(|(m, _)| rest.starts_with(m)) {
-                    let s = out.get_or_insert_with(|| String::with_capacity(text.len() + 8));
-                    s.push_str(&text[copied..i + offset]);
-                    s.push(BREAK);
-                    copied = i + offset;
-                }
+    }
+    // Jump from one candidate byte to the next: every break starts with `<` or `[`, every
+    // role follows a line break.
+    let mut from = 0;
+    while let Some(found) = if line_roles {
+        memchr::memchr3(b'<', b'\n', b'\r', &bytes[from..])
+    } else {
+        memchr::memchr2(b'<', b'[', &bytes[from..])
+    } {
+        let i = from + found;
+        from = i + 1;
+        if matches!(bytes[i], b'\n' | b'\r') {
+            if let Some(start) = role_at(i + 1) {
+                insert_break(start, &mut copied);
             }
-            _ => {}
+            continue;
         }
-        i += 1;
+        let rest = &text[i..];
+        if let Some(&(_, offset)) = rules.breaks.iter().find(|(m, _)| rest.starts_with(m)) {
+            insert_break(i + offset, &mut copied);
+        }
     }
     match out {
         None => Cow::Borrowed(text),
