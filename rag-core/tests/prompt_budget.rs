@@ -5,8 +5,8 @@
 use proptest::prelude::*;
 use rag_core::tokens::{count_prompt, Cl100kCounter, TokenCounter};
 use rag_core::{
-    template_for, Error, ModelFamily, Passage, Prompt, PromptInput, RenderedPrompt, TokenBudget,
-    Turn,
+    template_for, Error, ModelFamily, Passage, Prompt, PromptInput, PromptTemplate, RenderedPrompt,
+    TokenBudget, Turn,
 };
 
 const WORDS: &[&str] = &[
@@ -258,4 +258,65 @@ fn newest_turns_are_kept_and_oldest_dropped() {
     for i in rendered.turns_dropped..6 {
         assert!(text.contains(&format!("question number {i}")), "turn {i}");
     }
+}
+
+/// A valid counter (never more tokens than bytes) that is wildly non-additive: one token for
+/// any text without the Llama 3 start marker, its full length for any text with it.
+#[derive(Debug)]
+struct NonAdditive;
+
+impl TokenCounter for NonAdditive {
+    fn count(&self, text: &str) -> usize {
+        if text.contains("<|begin_of_text|>") {
+            text.len()
+        } else {
+            1.min(text.len())
+        }
+    }
+}
+
+#[test]
+fn a_close_estimate_is_checked_by_counting_the_whole_prompt() {
+    let template = rag_core::Llama3Template::builder()
+        .with_counter(NonAdditive)
+        .build()
+        .unwrap();
+    let passages: Vec<Passage> = (0..200)
+        .map(|i| Passage::new(format!("p{i}"), "x".repeat(50)))
+        .collect();
+    let input = PromptInput {
+        question: "q?",
+        passages: &passages,
+        history: &[],
+    };
+    let alone = template
+        .render(
+            &PromptInput {
+                passages: &[],
+                ..input
+            },
+            &TokenBudget::new(100_000, 0, 0),
+        )
+        .unwrap();
+    let base = alone.token_count;
+    let available = base + 300;
+    let rendered = template
+        .render(&input, &TokenBudget::new(available, 0, 0))
+        .unwrap();
+    // The blocks alone "cost" one token each, so the packer kept ~150 of them and came close
+    // to the budget; counting the whole prompt showed it far over, and passages were dropped
+    // from the end until the counted prompt fit.
+    let Prompt::Text(text) = &rendered.prompt else {
+        panic!()
+    };
+    let counted = NonAdditive.count(text.as_str());
+    assert!(counted <= available, "{counted} > {available}");
+    assert!(rendered.token_count <= available);
+    assert!(!rendered.passages_kept.is_empty());
+    assert!(
+        rendered.passages_kept.len() < 10,
+        "{}",
+        rendered.passages_kept.len()
+    );
+    check_report(&input, &rendered);
 }
