@@ -122,7 +122,12 @@ fn claude_body(prompt: &Prompt, max_tokens: usize) -> Vec<u8> {
             })
             .collect(),
     };
-    serde_json::to_vec(&body).expect("serializable")
+    // Sized for the text plus escapes and framing, so the buffer never grows.
+    let text_bytes = system.as_ref().map_or(0, String::len)
+        + messages.iter().map(|m| m.content.len() + 64).sum::<usize>();
+    let mut out = Vec::with_capacity(text_bytes + text_bytes / 8 + 256);
+    serde_json::to_writer(&mut out, &body).expect("serializable");
+    out
 }
 
 fn bench_prompt_assembly(c: &mut Criterion) {

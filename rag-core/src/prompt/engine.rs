@@ -159,34 +159,42 @@ impl Engine {
         }
         let question = self.parts.question(&neutralize(family, question))?;
 
-        // Every block, rendered once.
-        let blocks = input
-            .passages
-            .iter()
-            .enumerate()
-            .map(|(i, passage)| {
-                let title = passage.title.as_deref().unwrap_or("");
-                let source = passage
-                    .uri
-                    .as_deref()
-                    .or(passage.title.as_deref())
-                    .unwrap_or(&passage.id);
-                let text = neutralize(family, passage.text.trim());
-                let mut block = String::with_capacity(text.len() + source.len() + 128);
-                self.parts.passage(
-                    &PassageData {
-                        index: i + 1,
-                        id: &neutralize(family, &passage.id),
-                        title: &neutralize(family, title),
-                        source: &neutralize(family, source),
-                        text: &text,
-                    },
-                    &mut block,
-                )?;
-                block.push('\n');
-                Ok(block)
-            })
-            .collect::<Result<Vec<String>>>()?;
+        // Every passage block, rendered once, one after the other into the context block:
+        // block `i` is `context[ends[i]..ends[i + 1]]`.
+        let mut context = String::with_capacity(
+            CONTEXT_OPEN.len()
+                + CONTEXT_CLOSE.len()
+                + input
+                    .passages
+                    .iter()
+                    .map(|p| p.text.len() + p.uri.as_ref().map_or(0, String::len) + 160)
+                    .sum::<usize>(),
+        );
+        context.push_str(CONTEXT_OPEN);
+        let mut ends = Vec::with_capacity(input.passages.len() + 1);
+        ends.push(context.len());
+        for (i, passage) in input.passages.iter().enumerate() {
+            let title = passage.title.as_deref().unwrap_or("");
+            let source = passage
+                .uri
+                .as_deref()
+                .or(passage.title.as_deref())
+                .unwrap_or(&passage.id);
+            self.parts.passage(
+                &PassageData {
+                    index: i + 1,
+                    id: &neutralize(family, &passage.id),
+                    title: &neutralize(family, title),
+                    source: &neutralize(family, source),
+                    text: &neutralize(family, passage.text.trim()),
+                },
+                &mut context,
+            )?;
+            context.push('\n');
+            ends.push(context.len());
+        }
+        let passage_count = input.passages.len();
+        let block = |i: usize| &context[ends[i]..ends[i + 1]];
         let turns: Vec<SafeTurn<'_>> = input
             .history
             .iter()
@@ -222,15 +230,15 @@ impl Engine {
         // Everything fits by length alone: nothing needs a count.
         let wrapper_bytes = CONTEXT_OPEN.len() + CONTEXT_CLOSE.len() + PARAGRAPH.len();
         let all_bytes = prompt_bytes(&base)
-            + if blocks.is_empty() {
+            + if passage_count == 0 {
                 0
             } else {
-                wrapper_bytes + blocks.iter().map(String::len).sum::<usize>()
+                wrapper_bytes + ends[passage_count] - ends[0]
             }
             + (0..turns.len()).map(turn_bytes).sum::<usize>();
 
         let (kept_passages, kept_turns, mut token_count) = if all_bytes <= available {
-            (blocks.len(), turns.len(), None)
+            (passage_count, turns.len(), None)
         } else {
             let mut packer = Packer::new(counter, available);
             if !packer.offer(prompt_bytes(&base), |c| count_prompt(c, &base)) {
@@ -241,7 +249,8 @@ impl Engine {
                 });
             }
             let mut kept_passages = 0;
-            for (i, block) in blocks.iter().enumerate() {
+            for i in 0..passage_count {
+                let block = block(i);
                 let (bytes, wrapper) = if i == 0 {
                     (block.len() + wrapper_bytes, Some(&self.wrapper_tokens))
                 } else {
@@ -282,7 +291,13 @@ impl Engine {
         // and drop blocks from the end until the count fits.
         let (mut kept_passages, mut kept_turns) = (kept_passages, kept_turns);
         loop {
-            let context = context_block(&blocks[..kept_passages]);
+            // Keep the first `kept_passages` blocks of the context and close it.
+            if kept_passages == 0 {
+                context.clear();
+            } else {
+                context.truncate(ends[kept_passages]);
+                context.push_str(CONTEXT_CLOSE);
+            }
             let prompt = (self.layout.assemble)(&Pieces {
                 system: &self.parts.system,
                 context: &context,
@@ -299,7 +314,7 @@ impl Engine {
                 return Ok(RenderedPrompt {
                     prompt,
                     passages_kept: (0..kept_passages).collect(),
-                    passages_dropped: (kept_passages..blocks.len()).collect(),
+                    passages_dropped: (kept_passages..passage_count).collect(),
                     turns_kept: kept_turns,
                     turns_dropped: turns.len() - kept_turns,
                     token_count: tokens,
@@ -325,21 +340,6 @@ fn non_empty<'a>(text: Cow<'a, str>, placeholder: &'static str) -> Cow<'a, str> 
     } else {
         text
     }
-}
-
-fn context_block(blocks: &[String]) -> String {
-    if blocks.is_empty() {
-        return String::new();
-    }
-    let mut context = String::with_capacity(
-        CONTEXT_OPEN.len() + CONTEXT_CLOSE.len() + blocks.iter().map(String::len).sum::<usize>(),
-    );
-    context.push_str(CONTEXT_OPEN);
-    for block in blocks {
-        context.push_str(block);
-    }
-    context.push_str(CONTEXT_CLOSE);
-    context
 }
 
 /// The UTF-8 length of what [`count_prompt`] counts.
