@@ -14,6 +14,30 @@
 //! markers in untrusted text ([`sanitize`]), lets a user replace the system text, the passage
 //! block and the question framing with handlebars templates ([`parts`]), and packs the prompt
 //! into a [`TokenBudget`] counted by a [`crate::tokens::TokenCounter`].
+//!
+//! ```
+//! use rag_core::prompt::Llama3Template;
+//! use rag_core::{Passage, Prompt, PromptInput, PromptTemplate, TokenBudget};
+//!
+//! let template = Llama3Template::builder()
+//!     .with_system("Answer from the documents.")
+//!     .with_passage_template("[{{index}}] {{text}}")
+//!     .build()?;
+//! let passages = [Passage::new("p1", "Functions time out after 15 minutes.")];
+//! let input = PromptInput { question: "How long can a function run?", passages: &passages, history: &[] };
+//! let rendered = template.render(&input, &TokenBudget::new(8_192, 1_024, 0))?;
+//! assert_eq!(
+//!     rendered.prompt,
+//!     Prompt::Text(
+//!         "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nAnswer from the documents.<|eot_id|>\
+//!          <|start_header_id|>user<|end_header_id|>\n\n<documents>\n[1] Functions time out after 15 minutes.\n</documents>\n\n\
+//!          How long can a function run?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+//!             .into()
+//!     )
+//! );
+//! assert_eq!(rendered.passages_kept, [0]);
+//! # Ok::<(), rag_core::Error>(())
+//! ```
 
 use std::fmt::Debug;
 
