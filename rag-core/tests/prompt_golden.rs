@@ -361,3 +361,33 @@ fn assert_valid_chat(prompt: &Prompt) {
         );
     }
 }
+
+#[test]
+fn bad_templates_fail_at_build_with_line_and_column() {
+    let err = Llama3Template::builder()
+        .with_passage_template("<doc>\n  {{text}} from {{sorce}}\n</doc>")
+        .build()
+        .unwrap_err();
+    match err {
+        rag_core::Error::Template {
+            name,
+            message,
+            line,
+            column,
+        } => {
+            assert_eq!(name, "passage");
+            assert!(message.contains("sorce"), "{message}");
+            // `{{sorce}}` starts at column 17 of line 2 (1-based).
+            assert_eq!((line, column), (Some(2), Some(17)));
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = TitanTextTemplate::builder()
+        .with_question_template("Q: {{#if question}}{{question}}")
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, rag_core::Error::Template { ref name, line: Some(_), column: Some(_), .. } if name == "question"),
+        "{err:?}"
+    );
+}
