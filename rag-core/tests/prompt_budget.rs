@@ -320,3 +320,35 @@ fn a_close_estimate_is_checked_by_counting_the_whole_prompt() {
     );
     check_report(&input, &rendered);
 }
+
+#[test]
+fn real_passages_never_exceed_the_budget_in_any_family() {
+    let passages = corpus_passages(60).unwrap_or_else(|| {
+        (0..60)
+            .map(|i| {
+                Passage::new(
+                    format!("p{i}"),
+                    format!("Passage {i}: ") + &"Lambda runs code. ".repeat(30),
+                )
+            })
+            .collect()
+    });
+    let history: Vec<Turn> = (0..10)
+        .map(|i| {
+            Turn::new(
+                format!("Follow-up {i}?"),
+                "It depends on the memory setting [2]. ".repeat(3),
+            )
+        })
+        .collect();
+    let input = PromptInput {
+        question: "Which settings change the cold start time?",
+        passages: &passages,
+        history: &history,
+    };
+    for family in ModelFamily::ALL {
+        for window in [700, 1_500, 3_000, 7_168] {
+            check(family, &input, &TokenBudget::new(window, 0, 0));
+        }
+    }
+}
