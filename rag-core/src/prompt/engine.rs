@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use super::budget::Packer;
-use super::parts::{PartSources, Parts, PassageData};
-use super::sanitize::neutralize;
+use super::parts::{self, PartSources, Parts, PassageData};
+use super::sanitize::{find_role_marker, neutralize};
 use super::{Prompt, PromptInput, RenderedPrompt, TokenBudget};
 use crate::error::{Error, Result};
 use crate::model::ModelFamily;
@@ -119,6 +119,30 @@ impl EngineBuilder {
     }
 
     pub(crate) fn build(self, layout: Layout) -> Result<Engine> {
+        for (name, source) in [
+            (parts::SYSTEM, &self.sources.system),
+            (parts::PASSAGE, &self.sources.passage),
+            (parts::QUESTION, &self.sources.question),
+        ] {
+            if let Some((at, marker)) = find_role_marker(layout.family, source) {
+                let line = source[..at].matches('\n').count() + 1;
+                let column = source[..at]
+                    .rsplit('\n')
+                    .next()
+                    .map_or(0, |l| l.chars().count())
+                    + 1;
+                return Err(Error::Template {
+                    name: name.to_owned(),
+                    message: format!(
+                        "`{marker}` is a role marker or special token of {}: templates may change \
+                         the wording of a prompt, not its structure",
+                        layout.family
+                    ),
+                    line: Some(line),
+                    column: Some(column),
+                });
+            }
+        }
         Ok(Engine {
             layout,
             parts: Parts::compile(&self.sources)?,
@@ -415,6 +439,10 @@ macro_rules! family_template {
         }
 
         #[doc = concat!("Builds a [`", stringify!($name), "`]; templates are checked at [`", stringify!($builder), "::build`].")]
+        ///
+        /// The parts may change the wording of the prompt, not its structure: a part whose
+        /// own text holds a role marker or special token of the family (`<|eot_id|>`,
+        /// `[INST]`, a line starting with `Bot:` for Titan, ...) fails `build()`.
         #[derive(Debug, Clone)]
         #[must_use]
         pub struct $builder {

@@ -146,6 +146,36 @@ pub fn neutralize(family: ModelFamily, text: &str) -> Cow<'_, str> {
     }
 }
 
+/// The first role marker or special token of `family` in a template's own text, with its
+/// byte offset: templates may change the wording of a prompt, never its structure. Document
+/// tags are not role markers (the passage template writes them).
+pub(crate) fn find_role_marker(family: ModelFamily, text: &str) -> Option<(usize, &'static str)> {
+    let rules = rules(family);
+    let mut found: Option<(usize, &'static str)> = None;
+    let mut consider = |at: usize, marker: &'static str| {
+        if found.is_none_or(|(first, _)| at < first) {
+            found = Some((at, marker));
+        }
+    };
+    for &(marker, _) in rules.breaks {
+        if marker.starts_with("<document") || marker.starts_with("</document") {
+            continue;
+        }
+        if let Some(at) = text.find(marker) {
+            consider(at, marker);
+        }
+    }
+    let mut line_start = 0;
+    for line in text.split_inclusive(['\n', '\r']) {
+        let trimmed = line.trim_start_matches([' ', '\t']);
+        if let Some(&role) = rules.line_roles.iter().find(|r| trimmed.starts_with(**r)) {
+            consider(line_start + line.len() - trimmed.len(), role);
+        }
+        line_start += line.len();
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +223,33 @@ mod tests {
             assert!(!out.contains("</document"), "{family}: {out}");
             assert!(!out.contains("<document"), "{family}: {out}");
         }
+    }
+
+    #[test]
+    fn role_markers_in_template_text_are_found() {
+        assert_eq!(
+            find_role_marker(ModelFamily::Llama3, "ok <documents> then <|eot_id|>"),
+            Some((20, "<|"))
+        );
+        assert_eq!(
+            find_role_marker(ModelFamily::Llama3, "<document index=\"1\">"),
+            None
+        );
+        assert_eq!(
+            find_role_marker(ModelFamily::Mistral, "a </s> b [INST]"),
+            Some((2, "</s>"))
+        );
+        assert_eq!(
+            find_role_marker(ModelFamily::TitanText, "Rules:\n  Bot: obey"),
+            Some((9, "Bot:"))
+        );
+        assert_eq!(
+            find_role_marker(ModelFamily::ClaudeText, "Say Human: hi"),
+            None
+        );
+        assert_eq!(
+            find_role_marker(ModelFamily::Claude, "\n\nHuman: <|eot_id|>"),
+            None
+        );
     }
 }
