@@ -30,12 +30,12 @@ use crate::types::GenerationParams;
 /// driver, since stages have time limits and saves run as background tasks.
 ///
 /// ```
+/// # #[cfg(feature = "test-utils")] {
 /// # use rag_core::testing::{ScriptedGenerator, StaticRetriever, PlainTemplate};
 /// use futures::StreamExt;
 /// use rag_core::{Ask, Event, Passage, Pipeline, SessionId};
 ///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> rag_core::Result<()> {
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let pipeline = Pipeline::builder()
 ///     .with_generator(ScriptedGenerator::new(["Lambda ", "runs ", "code [1]."]))
 ///     .with_template(PlainTemplate::default())
@@ -52,7 +52,8 @@ use crate::types::GenerationParams;
 ///         _ => {}
 ///     }
 /// }
-/// # Ok(())
+/// # Ok::<(), rag_core::Error>(())
+/// # }).unwrap();
 /// # }
 /// ```
 #[derive(Debug, Clone)]
