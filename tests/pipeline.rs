@@ -10,9 +10,9 @@ use futures::StreamExt;
 use rag::memory::InMemoryHistory;
 use rag::pipeline::{HistoryFailurePolicy, InMemoryDeadLetters, Timeouts};
 use rag::{
-    DeadLetter, Error, Event, GenerationParams, HistoryStore, Passage, Pipeline, PipelineBuilder,
-    Prompt, RetrievalRequest, Retriever, RetryPolicy, SessionId, Stage, StopReason, Turn, Usage,
-    Warning,
+    DeadLetter, Error, Event, GenerationParams, HistoryStore, ModelProfile, Passage, Pipeline,
+    PipelineBuilder, Prompt, RetrievalRequest, Retriever, RetryPolicy, SessionId, Stage,
+    StopReason, Turn, Usage, Warning,
 };
 use rag_core::testing::{
     Delayed, FailingHistory, FailingRetriever, PlainTemplate, ScriptedGenerator, StaticRetriever,
@@ -678,5 +678,39 @@ async fn usage_is_merged_from_partial_reports() {
             input_tokens: 0,
             output_tokens: 7
         })
+    );
+}
+
+#[tokio::test]
+async fn a_model_profile_sets_the_template_the_window_and_the_answer_limit() {
+    let generator = ScriptedGenerator::new(["ok"]);
+    let profile = ModelProfile::for_model_id("us.meta.llama3-8b-instruct-v1:0").unwrap();
+    let pipeline = Pipeline::builder()
+        .with_generator(generator.clone())
+        .with_model_profile(profile)
+        .with_retriever(StaticRetriever::numbered(2))
+        .build()
+        .unwrap();
+    let first = events(pipeline.ask(ask("s1", "What is Lambda?"))).await;
+    assert_eq!(done(&first).answer, "ok");
+    let prompt = generator.probe().prompts().remove(0);
+    let text = prompt_text(&prompt);
+    assert!(text.starts_with("<|begin_of_text|>"), "{text}");
+    assert!(text.ends_with("<|start_header_id|>assistant<|end_header_id|>\n\n"));
+
+    // Llama 3 on Bedrock answers with at most 2,048 tokens.
+    let too_long = ask("s1", "q").with_params(GenerationParams::default().with_max_tokens(4_096));
+    let second = events(pipeline.ask(too_long)).await;
+    assert!(matches!(
+        failed(&second).error,
+        Error::InvalidInput {
+            field: "params.max_tokens",
+            ..
+        }
+    ));
+    assert_eq!(
+        generator.probe().calls(),
+        1,
+        "the second ask never reached the model"
     );
 }

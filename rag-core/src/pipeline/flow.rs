@@ -51,7 +51,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         };
         let history = match history.0 {
             Ok(turns) => turns,
-            Err(error) => match inner.on_history_error {
+            Err(error) => match inner.settings.on_history_error {
                 HistoryFailurePolicy::Fail => {
                     yield inner.fail(&ask, Stage::History, error, String::new());
                     return;
@@ -67,7 +67,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         }
 
         let prompt_started = Instant::now();
-        let budget = TokenBudget::new(inner.context_window, params.max_tokens as usize, inner.reserve);
+        let budget = TokenBudget::new(inner.settings.context_window, params.max_tokens as usize, inner.settings.reserve);
         let input = PromptInput { question: &ask.question, passages: &passages, history: &history };
         let rendered = match inner.template.render(&input, &budget) {
             Ok(rendered) => rendered,
@@ -96,7 +96,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         let mut answer = String::new();
         let mut usage: Option<Usage> = None;
         let mut stop_reason: Option<StopReason> = None;
-        let mut idle = IdleTimer::new(inner.timeouts.idle);
+        let mut idle = IdleTimer::new(inner.settings.timeouts.idle);
         loop {
             let next = match idle.next(&mut chunks).await {
                 Ok(Some(Ok(chunk))) => chunk,
@@ -151,17 +151,17 @@ impl Inner {
         if ask.question.trim().is_empty() {
             return Err(Error::invalid_input("question", "must not be empty"));
         }
-        if ask.question.len() > self.max_question_bytes {
+        if ask.question.len() > self.settings.max_question_bytes {
             return Err(Error::invalid_input(
                 "question",
                 format!(
                     "is {} bytes, the limit is {}",
                     ask.question.len(),
-                    self.max_question_bytes
+                    self.settings.max_question_bytes
                 ),
             ));
         }
-        let top_k = ask.top_k.unwrap_or(self.top_k);
+        let top_k = ask.top_k.unwrap_or(self.settings.top_k);
         if !(1..=super::PipelineBuilder::MAX_TOP_K).contains(&top_k) {
             return Err(Error::invalid_input(
                 "top_k",
@@ -171,19 +171,30 @@ impl Inner {
                 ),
             ));
         }
-        let params = ask.params.clone().unwrap_or_else(|| self.params.clone());
+        let params = ask
+            .params
+            .clone()
+            .unwrap_or_else(|| self.settings.params.clone());
         params.validate()?;
+        if let Some(max) = self.settings.max_output_tokens {
+            if params.max_tokens as usize > max {
+                return Err(Error::invalid_input(
+                    "params.max_tokens",
+                    format!("{} exceeds the model's limit of {max}", params.max_tokens),
+                ));
+            }
+        }
         let budget = TokenBudget::new(
-            self.context_window,
+            self.settings.context_window,
             params.max_tokens as usize,
-            self.reserve,
+            self.settings.reserve,
         );
         if budget.prompt_tokens() == 0 {
             return Err(Error::invalid_input(
                 "params.max_tokens",
                 format!(
                     "{} leaves no room for a prompt in a {}-token context window",
-                    params.max_tokens, self.context_window
+                    params.max_tokens, self.settings.context_window
                 ),
             ));
         }
@@ -192,11 +203,11 @@ impl Inner {
 
     async fn load_history(&self, session: &SessionId) -> Result<Vec<crate::types::Turn>> {
         match &self.history {
-            Some(store) if self.history_turns > 0 => {
+            Some(store) if self.settings.history_turns > 0 => {
                 within(
-                    self.timeouts.history,
+                    self.settings.timeouts.history,
                     Stage::History,
-                    store.load(session, self.history_turns),
+                    store.load(session, self.settings.history_turns),
                 )
                 .await
             }
@@ -215,7 +226,7 @@ impl Inner {
             user: ask.user.clone(),
         };
         let mut retrieved = within(
-            self.timeouts.retrieval,
+            self.settings.timeouts.retrieval,
             Stage::Retrieval,
             retriever.retrieve_with_warnings(&req),
         )
@@ -234,28 +245,34 @@ impl Inner {
     ) -> Result<(ChunkStream, u32)> {
         let mut attempt = 1;
         loop {
-            let started = within(self.timeouts.first_token, Stage::Generation, async {
-                let mut chunks = self.generator.generate(prompt, params).await?;
-                // Usage or a stop reason may come before any text; a failure then is still a
-                // failure before the first token, so keep reading up to the first text.
-                let mut prelude = Vec::new();
-                while let Some(chunk) = chunks.next().await {
-                    let is_text = matches!(chunk, Ok(Chunk::Text(_)));
-                    prelude.push(chunk?);
-                    if is_text {
-                        break;
+            let started = within(
+                self.settings.timeouts.first_token,
+                Stage::Generation,
+                async {
+                    let mut chunks = self.generator.generate(prompt, params).await?;
+                    // Usage or a stop reason may come before any text; a failure then is still a
+                    // failure before the first token, so keep reading up to the first text.
+                    let mut prelude = Vec::new();
+                    while let Some(chunk) = chunks.next().await {
+                        let is_text = matches!(chunk, Ok(Chunk::Text(_)));
+                        prelude.push(chunk?);
+                        if is_text {
+                            break;
+                        }
                     }
-                }
-                Ok(futures::stream::iter(prelude.into_iter().map(Ok))
-                    .chain(chunks)
-                    .boxed())
-            })
+                    Ok(futures::stream::iter(prelude.into_iter().map(Ok))
+                        .chain(chunks)
+                        .boxed())
+                },
+            )
             .await;
             match started {
                 Ok(chunks) => return Ok((chunks, attempt)),
-                Err(error) if error.is_retryable() && attempt < self.retry.max_attempts => {
+                Err(error)
+                    if error.is_retryable() && attempt < self.settings.retry.max_attempts =>
+                {
                     tracing::debug!(attempt, %error, "model call failed before its first token; retrying");
-                    tokio::time::sleep(self.retry.backoff(attempt - 1)).await;
+                    tokio::time::sleep(self.settings.retry.backoff(attempt - 1)).await;
                     attempt += 1;
                 }
                 Err(error) => return Err(error),
@@ -292,7 +309,7 @@ async fn save_turn(
     let mut attempt = 1;
     loop {
         match within(
-            inner.timeouts.save,
+            inner.settings.timeouts.save,
             Stage::Save,
             store.append(&session, &turn),
         )
@@ -301,8 +318,10 @@ async fn save_turn(
             Ok(()) => return Ok(()),
             // Appends are idempotent by turn id, so retrying after an unclear failure (a
             // timeout) cannot duplicate the turn.
-            Err(error) if error.is_retryable() && attempt < inner.save_retry.max_attempts => {
-                tokio::time::sleep(inner.save_retry.backoff(attempt - 1)).await;
+            Err(error)
+                if error.is_retryable() && attempt < inner.settings.save_retry.max_attempts =>
+            {
+                tokio::time::sleep(inner.settings.save_retry.backoff(attempt - 1)).await;
                 attempt += 1;
             }
             Err(error) => {

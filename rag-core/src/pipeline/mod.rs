@@ -22,7 +22,6 @@ use crate::generator::Generator;
 use crate::history::HistoryStore;
 use crate::prompt::PromptTemplate;
 use crate::retriever::Retriever;
-use crate::types::GenerationParams;
 
 /// Answers questions for conversations: the whole flow of one ask, as a stream of [`Event`]s.
 ///
@@ -68,16 +67,7 @@ struct Inner {
     retriever: Option<Arc<dyn Retriever>>,
     history: Option<Arc<dyn HistoryStore>>,
     dead_letters: Arc<dyn DeadLetterSink>,
-    history_turns: usize,
-    top_k: usize,
-    params: GenerationParams,
-    context_window: usize,
-    reserve: usize,
-    timeouts: Timeouts,
-    retry: RetryPolicy,
-    save_retry: RetryPolicy,
-    on_history_error: HistoryFailurePolicy,
-    max_question_bytes: usize,
+    settings: builder::Settings,
     tasks: tokio_util::task::TaskTracker,
 }
 
