@@ -714,3 +714,42 @@ async fn a_model_profile_sets_the_template_the_window_and_the_answer_limit() {
         "the second ask never reached the model"
     );
 }
+
+#[tokio::test]
+async fn a_caller_leaving_during_the_save_still_gets_the_turn_saved_once() {
+    let generator = ScriptedGenerator::new(["complete ", "answer"]);
+    let history = Arc::new(InMemoryHistory::new());
+    let slow_writes = Delayed::new(Arc::clone(&history), Duration::ZERO)
+        .with_write_delay(Duration::from_millis(200));
+    let pipeline = builder(&generator)
+        .with_history(slow_writes)
+        .build()
+        .unwrap();
+    let mut stream = pipeline.ask(ask("s1", "q"));
+    let mut tokens = 0;
+    while tokens < 2 {
+        if let Some(Event::Token(_)) = stream.next().await {
+            tokens += 1;
+        }
+    }
+    // The answer is complete; the next poll starts the slow save. Leave in the middle of it.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), stream.next())
+            .await
+            .is_err()
+    );
+    drop(stream);
+    assert!(
+        history.load(&session("s1"), 10).await.unwrap().is_empty(),
+        "not yet written"
+    );
+    assert_eq!(
+        pipeline.background_tasks(),
+        1,
+        "the save goes on in the background"
+    );
+    pipeline.flush().await;
+    let saved = history.load(&session("s1"), 10).await.unwrap();
+    assert_eq!(saved.len(), 1);
+    assert_eq!(saved[0].answer, "complete answer");
+}

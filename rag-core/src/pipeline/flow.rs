@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::{Stream, StreamExt};
 
+use super::detach::FinishOnDrop;
 use super::event::{DeadLetter, Dropped, Event, Failure, Summary, Timings, Warning};
 use super::{Ask, HistoryFailurePolicy, Inner};
 use crate::error::{Error, Result, Stage};
@@ -129,19 +130,16 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
             let save_started = Instant::now();
             let turn = Turn { id: turn_id, question: ask.question.clone(), answer: answer.clone(), created_at };
             // The answer is complete, so the turn is saved even if the caller stops listening
-            // now: the save runs as a tracked task and the stream only waits for its outcome.
-            let save = inner.tasks.spawn(save_turn(Arc::clone(&inner), store, ask.session.clone(), turn));
-            match save.await {
-                Ok(Ok(())) => saved = true,
-                Ok(Err(error)) => yield Event::Warning(Warning::TurnNotSaved(error)),
-                Err(join) => yield Event::Warning(Warning::TurnNotSaved(
-                    Error::history(format!("the save task ended abnormally: {join}"), false),
-                )),
+            // now: dropped midway, the save finishes in a tracked task.
+            let save = save_turn(Arc::clone(&inner), store, ask.session.clone(), turn);
+            match FinishOnDrop::new(save, inner.tasks.clone()).await {
+                Ok(()) => saved = true,
+                Err(error) => yield Event::Warning(Warning::TurnNotSaved(error)),
             }
             timings.save = save_started.elapsed();
         }
         timings.total = started.elapsed();
-        yield Event::Done(Summary { turn_id, answer, stop_reason, usage, timings, dropped, attempts, saved });
+        yield Event::Done(Box::new(Summary { turn_id, answer, stop_reason, usage, timings, dropped, attempts, saved }));
     }
 }
 
@@ -294,7 +292,7 @@ impl Inner {
         };
         let sink = Arc::clone(&self.dead_letters);
         self.tasks.spawn(async move { sink.send(letter).await });
-        Event::Error(failure)
+        Event::Error(Box::new(failure))
     }
 }
 

@@ -4,6 +4,7 @@
 mod ask;
 mod builder;
 mod dead_letter;
+mod detach;
 mod event;
 mod flow;
 mod retry;
