@@ -85,7 +85,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         yield Event::Sources(citations(&passages, &rendered.passages_kept));
 
         let generation_started = Instant::now();
-        let (mut chunks, attempts) = match inner.first_chunk(&rendered.prompt, &params).await {
+        let (mut chunks, prelude, attempts) = match inner.first_chunk(&rendered.prompt, &params).await {
             Ok(started) => started,
             Err(error) => {
                 yield inner.fail(&ask, Stage::Generation, error, String::new());
@@ -98,8 +98,11 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         let mut usage: Option<Usage> = None;
         let mut stop_reason: Option<StopReason> = None;
         let mut idle = IdleTimer::new(inner.settings.timeouts.idle);
+        let mut prelude = prelude.into_iter();
         loop {
-            let next = match idle.next(&mut chunks).await {
+            let next = match prelude.next() {
+                Some(chunk) => chunk,
+                None => match idle.next(&mut chunks).await {
                 Ok(Some(Ok(chunk))) => chunk,
                 Ok(None) => break,
                 Ok(Some(Err(error))) | Err(error) => {
@@ -107,7 +110,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
                     yield inner.fail(&ask, Stage::Generation, error, answer);
                     return;
                 }
-            };
+            }};
             match next {
                 Chunk::Text(text) => {
                     if !text.is_empty() {
@@ -234,13 +237,13 @@ impl Inner {
     }
 
     /// Starts the model call and waits for its first text, retrying failures that are
-    /// retryable. Returns the whole stream (what was read first included) and the attempts
-    /// made.
+    /// retryable. Returns the stream, the chunks read from it up to and including the first
+    /// text, and the attempts made.
     async fn first_chunk(
         &self,
         prompt: &Prompt,
         params: &GenerationParams,
-    ) -> Result<(ChunkStream, u32)> {
+    ) -> Result<(ChunkStream, Vec<Chunk>, u32)> {
         let mut attempt = 1;
         loop {
             let started = within(
@@ -258,14 +261,12 @@ impl Inner {
                             break;
                         }
                     }
-                    Ok(futures::stream::iter(prelude.into_iter().map(Ok))
-                        .chain(chunks)
-                        .boxed())
+                    Ok((chunks, prelude))
                 },
             )
             .await;
             match started {
-                Ok(chunks) => return Ok((chunks, attempt)),
+                Ok((chunks, prelude)) => return Ok((chunks, prelude, attempt)),
                 Err(error)
                     if error.is_retryable() && attempt < self.settings.retry.max_attempts =>
                 {
