@@ -360,3 +360,36 @@ fn a_well_formed_body_gives_its_passages() {
     let ids: Vec<&str> = passages.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(ids, ["p1", "p2"]);
 }
+
+#[test]
+fn a_service_that_never_sends_a_short_page_is_read_a_bounded_number_of_pages() {
+    // Found while writing the shaped-response properties (which reach it only rarely): full
+    // pages of results without ids (each page gives them new fallback ids), all below the
+    // minimum confidence, kept the retriever paging up to page i32::MAX.
+    let item = json!({"Content": "Lambda scales.", "ScoreAttributes": {"ScoreConfidence": "LOW"}});
+    let body = json!({"ResultItems": [item.clone(), item.clone(), item]}).to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let fake = FakeKendra::always(Reply::Bytes {
+            status: 200,
+            body: body.into_bytes(),
+        })
+        .await;
+        let retriever = fake
+            .retriever()
+            .with_min_confidence(Confidence::High)
+            .build()
+            .unwrap();
+        let request = RetrievalRequest::new("How does Lambda scale?", 3);
+        let passages = tokio::time::timeout(CASE_LIMIT, retriever.retrieve(&request))
+            .await
+            .expect("paging ends")
+            .unwrap();
+        assert!(passages.is_empty(), "{passages:?}");
+        let pages = fake.requests().len();
+        assert!((2..=100).contains(&pages), "{pages} pages read");
+    });
+}
