@@ -273,3 +273,17 @@ fn a_well_formed_page_loads_its_turns() {
         ("q", "a")
     );
 }
+
+#[test]
+fn a_service_repeating_its_last_evaluated_key_ends_paging_with_an_error() {
+    // Found while writing `any_query_answer_loads_turns_or_a_typed_error`: empty pages that
+    // hand back the key they were sent kept `load` paging for as long as the service answered.
+    let key = json!({"session_id": {"S": "s"}, "turn_id": {"S": uuid_text(7)}});
+    let page = json!({"Items": [], "Count": 0, "ScannedCount": 3, "LastEvaluatedKey": key});
+    let endpoint = support::scripted_server(vec![(200, page.to_string()); 50]);
+    let err = run(store(&endpoint).load(&SessionId::new("s").unwrap(), MAX_TURNS))
+        .unwrap()
+        .unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("LastEvaluatedKey"), "{err}");
+}
