@@ -196,3 +196,157 @@ mod tests {
         assert_eq!(req.additional_fields, None);
     }
 }
+
+/// Property tests: any ConverseStream event the SDK can hand over maps to chunks, never a
+/// panic, whatever its strings, numbers and documents hold.
+#[cfg(test)]
+mod props {
+    use aws_sdk_bedrockruntime::types::{
+        ContentBlockDeltaEvent, ContentBlockStopEvent, ConverseStreamMetadataEvent,
+        MessageStartEvent, MessageStopEvent, StopReason as SdkStopReason, TokenUsage,
+    };
+    use aws_smithy_types::{Document, Number};
+    use proptest::collection::{hash_map, vec};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn document() -> impl Strategy<Value = Document> {
+        let leaf = prop_oneof![
+            Just(Document::Null),
+            any::<bool>().prop_map(Document::Bool),
+            any::<String>().prop_map(Document::String),
+            any::<u64>().prop_map(|n| Document::Number(Number::PosInt(n))),
+            any::<i64>().prop_map(|n| Document::Number(Number::NegInt(n))),
+            any::<f64>().prop_map(|n| Document::Number(Number::Float(n))),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..4).prop_map(Document::Array),
+                hash_map(
+                    prop_oneof!["stop_sequence".prop_map(String::from), "[a-z_]{0,12}"],
+                    inner,
+                    0..4
+                )
+                .prop_map(Document::Object),
+            ]
+        })
+    }
+
+    fn stop_reason() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(vec![
+                "end_turn",
+                "tool_use",
+                "max_tokens",
+                "stop_sequence",
+                "guardrail_intervened",
+                "content_filtered",
+            ])
+            .prop_map(String::from),
+            any::<String>(),
+        ]
+    }
+
+    fn event() -> impl Strategy<Value = ConverseStreamOutput> {
+        prop_oneof![
+            (any::<String>(), any::<i32>()).prop_map(|(text, index)| {
+                ConverseStreamOutput::ContentBlockDelta(
+                    ContentBlockDeltaEvent::builder()
+                        .delta(ContentBlockDelta::Text(text))
+                        .content_block_index(index)
+                        .build()
+                        .expect("every required field is set"),
+                )
+            }),
+            (stop_reason(), proptest::option::of(document())).prop_map(|(reason, fields)| {
+                ConverseStreamOutput::MessageStop(
+                    MessageStopEvent::builder()
+                        .stop_reason(SdkStopReason::from(reason.as_str()))
+                        .set_additional_model_response_fields(fields)
+                        .build()
+                        .expect("every required field is set"),
+                )
+            }),
+            proptest::option::of((any::<i32>(), any::<i32>(), any::<i32>())).prop_map(|usage| {
+                ConverseStreamOutput::Metadata(
+                    ConverseStreamMetadataEvent::builder()
+                        .set_usage(usage.map(|(input, output, total)| {
+                            TokenUsage::builder()
+                                .input_tokens(input)
+                                .output_tokens(output)
+                                .total_tokens(total)
+                                .build()
+                                .expect("every required field is set")
+                        }))
+                        .build(),
+                )
+            }),
+            Just(ConverseStreamOutput::MessageStart(
+                MessageStartEvent::builder()
+                    .role(ConversationRole::Assistant)
+                    .build()
+                    .expect("every required field is set"),
+            )),
+            any::<i32>().prop_map(|index| {
+                ConverseStreamOutput::ContentBlockStop(
+                    ContentBlockStopEvent::builder()
+                        .content_block_index(index)
+                        .build()
+                        .expect("every required field is set"),
+                )
+            }),
+        ]
+    }
+
+    fn stop_sequence_of(fields: Option<&Document>) -> Option<String> {
+        match fields {
+            Some(Document::Object(map)) => match map.get("stop_sequence") {
+                Some(Document::String(s)) => Some(s.clone()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_event_run_maps_to_chunks(events in vec(event(), 0..16)) {
+            let mut decoder = ConverseDecoder::default();
+            let mut stopped = false;
+            for event in events {
+                let expected = match &event {
+                    ConverseStreamOutput::ContentBlockDelta(delta) => match &delta.delta {
+                        Some(ContentBlockDelta::Text(t)) if !t.is_empty() => {
+                            vec![Chunk::Text(t.clone())]
+                        }
+                        _ => Vec::new(),
+                    },
+                    ConverseStreamOutput::MessageStop(stop) => {
+                        stopped = true;
+                        let sequence =
+                            stop_sequence_of(stop.additional_model_response_fields.as_ref());
+                        vec![Chunk::Stop(claude_stop_reason(stop.stop_reason.as_str(), sequence))]
+                    }
+                    ConverseStreamOutput::Metadata(meta) => meta
+                        .usage
+                        .as_ref()
+                        .map(|u| {
+                            Chunk::Usage(Usage {
+                                input_tokens: u.input_tokens.max(0) as u64,
+                                output_tokens: u.output_tokens.max(0) as u64,
+                            })
+                        })
+                        .into_iter()
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                prop_assert_eq!(decoder.decode(event).expect("events always map"), expected);
+                prop_assert_eq!(decoder.stopped(), stopped);
+            }
+            prop_assert!(decoder.finish().is_empty());
+        }
+    }
+}

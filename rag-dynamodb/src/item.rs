@@ -432,3 +432,184 @@ mod tests {
         assert!(empty.validate().is_err());
     }
 }
+
+/// Property tests: whatever a table holds, reading it back gives a turn or a typed error.
+#[cfg(test)]
+mod props {
+    use aws_sdk_dynamodb::primitives::Blob;
+    use proptest::collection::{hash_map, vec};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const NAMES: [&str; 6] = [
+        "session_id",
+        "turn_id",
+        "question",
+        "answer",
+        "created_at",
+        "expires_at",
+    ];
+
+    /// Text that looks like a DynamoDB Number, valid or nearly so.
+    fn number_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[+-]?[0-9]{0,40}(\\.[0-9]{0,40})?([eE][+-]?[0-9]{0,6})?",
+            "-?[0-9]{1,20}",
+            any::<String>(),
+        ]
+    }
+
+    /// Any attribute value: every scalar and set kind, lists and maps nested a few levels.
+    fn attribute_value() -> impl Strategy<Value = AttributeValue> {
+        let leaf = prop_oneof![
+            any::<String>().prop_map(AttributeValue::S),
+            number_text().prop_map(AttributeValue::N),
+            vec(any::<u8>(), 0..32).prop_map(|b| AttributeValue::B(Blob::new(b))),
+            any::<bool>().prop_map(AttributeValue::Bool),
+            any::<bool>().prop_map(AttributeValue::Null),
+            vec(any::<String>(), 0..4).prop_map(AttributeValue::Ss),
+            vec(number_text(), 0..4).prop_map(AttributeValue::Ns),
+            vec(vec(any::<u8>(), 0..8), 0..4)
+                .prop_map(|v| AttributeValue::Bs(v.into_iter().map(Blob::new).collect())),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..4).prop_map(AttributeValue::L),
+                hash_map("[a-z_]{0,8}", inner, 0..4).prop_map(AttributeValue::M),
+            ]
+        })
+    }
+
+    /// The value of one of a turn item's attributes: mostly the right type (so the later
+    /// checks are reached), sometimes anything.
+    fn value_for(name: &'static str) -> BoxedStrategy<AttributeValue> {
+        let right = match name {
+            "turn_id" => prop_oneof![
+                any::<u128>().prop_map(uuid_text),
+                "[0-9a-fA-F-]{0,40}",
+                any::<String>(),
+            ]
+            .prop_map(AttributeValue::S)
+            .boxed(),
+            "created_at" | "expires_at" => number_text().prop_map(AttributeValue::N).boxed(),
+            _ => any::<String>().prop_map(AttributeValue::S).boxed(),
+        };
+        prop_oneof![4 => right, 1 => attribute_value()].boxed()
+    }
+
+    /// The hyphenated text of the UUID whose bits are `n`.
+    fn uuid_text(n: u128) -> String {
+        format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            n >> 96,
+            (n >> 80) & 0xffff,
+            (n >> 64) & 0xffff,
+            (n >> 48) & 0xffff,
+            n & 0xffff_ffff_ffff
+        )
+    }
+
+    fn turn_id(n: u128) -> TurnId {
+        uuid_text(n).parse().expect("a UUID's text is a turn id")
+    }
+
+    /// An item as a table might hold it: each turn attribute present or not, with a
+    /// plausible or arbitrary value, plus unknown attributes.
+    fn item() -> impl Strategy<Value = HashMap<String, AttributeValue>> {
+        let known: Vec<_> = NAMES
+            .iter()
+            .map(|&name| proptest::option::weighted(0.9, value_for(name)))
+            .collect();
+        (known, hash_map("[a-z_]{1,12}", attribute_value(), 0..4)).prop_map(|(known, extra)| {
+            let mut item = extra;
+            for (name, value) in NAMES.iter().zip(known) {
+                match value {
+                    Some(v) => item.insert((*name).to_owned(), v),
+                    None => item.remove(*name),
+                };
+            }
+            item
+        })
+    }
+
+    fn text_of<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
+        match item.get(name) {
+            Some(AttributeValue::S(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_item_reads_as_a_turn_or_a_typed_history_error(item in item()) {
+            let names = AttributeNames::default();
+            match names.to_turn("t", &item) {
+                Ok(turn) => {
+                    // Only a well-formed item reads back, and it reads back as stored.
+                    let stored_id =
+                        text_of(&item, "turn_id").and_then(|t| t.parse::<TurnId>().ok());
+                    prop_assert_eq!(stored_id, Some(turn.id));
+                    prop_assert_eq!(Some(turn.question.as_str()), text_of(&item, "question"));
+                    prop_assert_eq!(Some(turn.answer.as_str()), text_of(&item, "answer"));
+                    let Some(AttributeValue::N(n)) = item.get("created_at") else {
+                        return Err(TestCaseError::fail("created_at is not a Number"));
+                    };
+                    prop_assert_eq!(parse_epoch_millis(n), Some(turn.created_at));
+                }
+                Err(Error::History { message, retryable, .. }) => {
+                    prop_assert!(!retryable, "a malformed item is not worth retrying");
+                    prop_assert!(message.contains("table `t`"), "{}", message);
+                }
+                Err(other) => prop_assert!(false, "not a history error: {other:?}"),
+            }
+        }
+
+        #[test]
+        fn any_turn_round_trips_through_its_item(
+            question in any::<String>(),
+            answer in any::<String>(),
+            id in any::<u128>(),
+            nanos in any::<u64>(),
+            before_epoch in any::<bool>(),
+            expires in proptest::option::of(any::<u64>()),
+        ) {
+            let offset = Duration::from_nanos(nanos);
+            let created_at = if before_epoch { UNIX_EPOCH - offset } else { UNIX_EPOCH + offset };
+            let turn = Turn { id: turn_id(id), question, answer, created_at };
+            let names = AttributeNames::default();
+            let session = SessionId::new("s").unwrap();
+            let item = names.to_item(&session, &turn, expires);
+            prop_assert_eq!(names.to_turn("t", &item).unwrap(), turn);
+            // The size is counted whatever the item holds.
+            prop_assert!(item_size(&item) > 0);
+        }
+
+        #[test]
+        fn any_text_parses_as_a_time_or_none(text in any::<String>()) {
+            // No panic, and an accepted text is made of a sign, digits, one point, an exponent.
+            if parse_epoch_millis(&text).is_some() {
+                let number_chars = |c: char| c.is_ascii_digit() || "+-.eE".contains(c);
+                prop_assert!(text.chars().all(number_chars), "{:?}", text);
+            }
+        }
+
+        #[test]
+        fn number_like_text_parses_as_a_time_or_none(text in number_text()) {
+            // Huge exponents and long digit runs overflow into None, never a panic; a time
+            // that parses formats back to a number that parses to the same time.
+            if let Some(t) = parse_epoch_millis(&text) {
+                prop_assert_eq!(parse_epoch_millis(&format_epoch_millis(t)), Some(t));
+            }
+        }
+
+        #[test]
+        fn item_size_counts_any_item(item in item()) {
+            let size = item_size(&item);
+            let names: usize = item.keys().map(String::len).sum();
+            prop_assert!(size >= names);
+        }
+    }
+}

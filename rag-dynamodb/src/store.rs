@@ -91,6 +91,7 @@ impl DynamoDbHistory {
         now_secs: u64,
     ) -> Result<(Vec<Item>, Option<Item>)> {
         let s = &self.settings;
+        let sent = start.clone();
         let mut names = HashMap::from([("#pk".to_owned(), s.names.session.clone())]);
         let mut values = HashMap::from([(
             ":pk".to_owned(),
@@ -122,6 +123,18 @@ impl DynamoDbHistory {
             .await
             .map_err(|e| sdk_error("Query", &s.table, e))?;
         let next = out.last_evaluated_key.filter(|k| !k.is_empty());
+        // A service that hands back the key it was sent would keep `load` and `clear` paging
+        // without end.
+        if next.is_some() && next == sent {
+            return Err(Error::history(
+                format!(
+                    "Query on table `{}` returned the LastEvaluatedKey it was sent, so paging \
+                     would never end",
+                    s.table
+                ),
+                false,
+            ));
+        }
         Ok((out.items.unwrap_or_default(), next))
     }
 

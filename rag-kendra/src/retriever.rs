@@ -20,6 +20,12 @@ use crate::query::{self, MAX_QUERY_CHARS};
 /// Kendra's largest page (`PageSize`) for Retrieve and Query.
 pub const MAX_PAGE_SIZE: usize = 100;
 
+/// The most pages one retrieval reads. Kendra returns at most 100 results per query by
+/// default, so no index needs more pages than this even one result at a time; the bound ends
+/// paging against a service that never sends a short page (results without ids get a new
+/// fallback id on every page, so a repeating page would otherwise look new each time).
+const MAX_PAGES: usize = 100;
+
 /// Which Kendra API serves the passages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -385,9 +391,9 @@ impl KendraRetriever {
                 }
             }
             // A short page is the last one; a page with nothing new (the service repeating
-            // itself) ends paging too, so a large top_k can never loop.
+            // itself) ends paging too, and so does the page bound, so paging always ends.
             let done = passages.len() >= top_k || returned < page_size || fresh == 0;
-            if done || number >= i32::MAX as usize {
+            if done || number >= MAX_PAGES {
                 break;
             }
             number += 1;

@@ -416,3 +416,286 @@ mod tests {
         );
     }
 }
+
+/// Property tests: whatever bytes a stream chunk carries, the parser gives chunks or a typed,
+/// non-retryable error naming the family, never a panic.
+#[cfg(test)]
+mod props {
+    use proptest::collection::{btree_map, vec};
+    use proptest::prelude::*;
+    use serde_json::{Map, Number};
+
+    use super::*;
+
+    /// Any float JSON can hold (null for the ones it cannot).
+    fn any_float() -> impl Strategy<Value = Value> {
+        any::<f64>().prop_map(|f| Number::from_f64(f).map_or(Value::Null, Value::Number))
+    }
+
+    /// Any JSON value, nested a few levels.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any_float(),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..4).prop_map(Value::Array),
+                btree_map("[a-zA-Z_-]{0,10}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// The shape of a family's chunk: which keys, with values of which kind.
+    #[derive(Debug, Clone)]
+    enum Shape {
+        /// A string, one of these or any.
+        Text(&'static [&'static str]),
+        /// A token count.
+        Count,
+        Object(Vec<(&'static str, Shape)>),
+        List(Box<Shape>),
+    }
+
+    fn obj(fields: &[(&'static str, Shape)]) -> Shape {
+        Shape::Object(fields.to_vec())
+    }
+
+    fn metrics() -> (&'static str, Shape) {
+        (
+            "amazon-bedrock-invocationMetrics",
+            obj(&[
+                ("inputTokenCount", Shape::Count),
+                ("outputTokenCount", Shape::Count),
+                ("invocationLatency", Shape::Count),
+            ]),
+        )
+    }
+
+    fn shape(family: ModelFamily) -> Shape {
+        const STOPS: &[&str] = &[
+            "end_turn",
+            "max_tokens",
+            "stop_sequence",
+            "stop",
+            "length",
+            "FINISH",
+            "LENGTH",
+            "CONTENT_FILTERED",
+            "STOP_CRITERIA_MET",
+            "refusal",
+        ];
+        match family {
+            ModelFamily::Claude => {
+                let usage = obj(&[
+                    ("input_tokens", Shape::Count),
+                    ("output_tokens", Shape::Count),
+                ]);
+                obj(&[
+                    (
+                        "type",
+                        Shape::Text(&[
+                            "message_start",
+                            "content_block_start",
+                            "content_block_delta",
+                            "content_block_stop",
+                            "message_delta",
+                            "message_stop",
+                            "ping",
+                        ]),
+                    ),
+                    ("message", obj(&[("usage", usage.clone())])),
+                    (
+                        "delta",
+                        obj(&[
+                            ("type", Shape::Text(&["text_delta", "input_json_delta"])),
+                            ("text", Shape::Text(&[])),
+                            ("stop_reason", Shape::Text(STOPS)),
+                            ("stop_sequence", Shape::Text(&[])),
+                        ]),
+                    ),
+                    ("usage", usage),
+                    metrics(),
+                ])
+            }
+            ModelFamily::ClaudeText => obj(&[
+                ("completion", Shape::Text(&[])),
+                ("stop_reason", Shape::Text(STOPS)),
+                ("stop", Shape::Text(&["\n\nHuman:"])),
+                metrics(),
+            ]),
+            ModelFamily::Llama2 | ModelFamily::Llama3 => obj(&[
+                ("generation", Shape::Text(&[])),
+                ("prompt_token_count", Shape::Count),
+                ("generation_token_count", Shape::Count),
+                ("stop_reason", Shape::Text(STOPS)),
+                metrics(),
+            ]),
+            ModelFamily::TitanText => obj(&[
+                ("outputText", Shape::Text(&[])),
+                ("index", Shape::Count),
+                ("totalOutputTextTokenCount", Shape::Count),
+                ("inputTextTokenCount", Shape::Count),
+                ("completionReason", Shape::Text(STOPS)),
+                metrics(),
+            ]),
+            ModelFamily::Mistral => obj(&[
+                (
+                    "outputs",
+                    Shape::List(Box::new(obj(&[
+                        ("text", Shape::Text(&[])),
+                        ("stop_reason", Shape::Text(STOPS)),
+                    ]))),
+                ),
+                metrics(),
+            ]),
+            // A family added later: its parser is checked over any JSON.
+            _ => obj(&[metrics()]),
+        }
+    }
+
+    /// A value of `shape`, or (now and then) of another kind, or null; object keys are each
+    /// present or absent, with unknown keys mixed in.
+    fn plausible(shape: Shape) -> BoxedStrategy<Value> {
+        let right: BoxedStrategy<Value> = match shape {
+            Shape::Text([]) => any::<String>().prop_map(Value::from).boxed(),
+            Shape::Text(known) => prop_oneof![
+                3 => proptest::sample::select(known).prop_map(Value::from),
+                1 => any::<String>().prop_map(Value::from),
+            ]
+            .boxed(),
+            Shape::Count => prop_oneof![
+                3 => (0u64..10_000).prop_map(Value::from),
+                1 => any::<u64>().prop_map(Value::from),
+                1 => any::<i64>().prop_map(Value::from),
+                1 => any_float(),
+            ]
+            .boxed(),
+            Shape::List(item) => vec(plausible(*item), 0..4).prop_map(Value::Array).boxed(),
+            Shape::Object(fields) => {
+                let fields: Vec<_> = fields
+                    .into_iter()
+                    .map(|(key, shape)| {
+                        let value = proptest::option::weighted(0.7, plausible(shape));
+                        value.prop_map(move |v| (key, v))
+                    })
+                    .collect();
+                (fields, btree_map("[a-z_]{1,8}", any_json(), 0..2))
+                    .prop_map(|(fields, extra)| {
+                        let mut map: Map<String, Value> = extra.into_iter().collect();
+                        for (key, value) in fields.into_iter() {
+                            if let Some(value) = value {
+                                map.insert(key.to_owned(), value);
+                            }
+                        }
+                        Value::Object(map)
+                    })
+                    .boxed()
+            }
+        };
+        prop_oneof![8 => right, 1 => Just(Value::Null), 1 => any_json()].boxed()
+    }
+
+    fn family() -> impl Strategy<Value = ModelFamily> {
+        proptest::sample::select(ModelFamily::ALL.to_vec())
+    }
+
+    /// A family and a run of its chunks, each plausible JSON or (rarely) arbitrary bytes.
+    fn family_and_chunks() -> impl Strategy<Value = (ModelFamily, Vec<Vec<u8>>)> {
+        family().prop_flat_map(|family| {
+            let chunk = prop_oneof![
+                9 => plausible(shape(family)).prop_map(|v| v.to_string().into_bytes()),
+                1 => vec(any::<u8>(), 0..64),
+            ];
+            (Just(family), vec(chunk, 1..12))
+        })
+    }
+
+    /// Checks one parse result: chunks with non-empty text, or the typed error.
+    fn check(
+        family: ModelFamily,
+        parser: &ChunkParser,
+        result: Result<Vec<Chunk>>,
+    ) -> std::result::Result<(), TestCaseError> {
+        match result {
+            Ok(chunks) => {
+                for chunk in &chunks {
+                    match chunk {
+                        Chunk::Text(text) => prop_assert!(!text.is_empty()),
+                        Chunk::Stop(_) => prop_assert!(parser.stopped()),
+                        Chunk::Usage(usage) => prop_assert!(*usage != Usage::default()),
+                        _ => {}
+                    }
+                }
+            }
+            Err(Error::Generation {
+                message, retryable, ..
+            }) => {
+                prop_assert!(!retryable, "a malformed chunk is not retried: {}", message);
+                prop_assert!(message.contains(family.name()), "{}", message);
+            }
+            Err(other) => prop_assert!(false, "{family}: not a generation error: {other:?}"),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_give_chunks_or_a_typed_error(
+            family in family(),
+            payload in vec(any::<u8>(), 0..256),
+        ) {
+            let mut parser = ChunkParser::new(family);
+            let result = parser.parse(&payload);
+            check(family, &parser, result)?;
+        }
+
+        #[test]
+        fn arbitrary_json_gives_chunks_or_a_typed_error(family in family(), value in any_json()) {
+            let mut parser = ChunkParser::new(family);
+            let result = parser.parse(value.to_string().as_bytes());
+            check(family, &parser, result)?;
+        }
+
+        #[test]
+        fn plausible_chunk_runs_give_chunks_or_a_typed_error(
+            (family, chunks) in family_and_chunks(),
+        ) {
+            let mut parser = ChunkParser::new(family);
+            let mut reported = Usage::default();
+            for payload in &chunks {
+                let result = parser.parse(payload);
+                if let Ok(out) = &result {
+                    for chunk in out {
+                        if let Chunk::Usage(usage) = chunk {
+                            // Output tokens only grow over one stream.
+                            prop_assert!(usage.output_tokens >= reported.output_tokens);
+                            reported = *usage;
+                        }
+                    }
+                }
+                check(family, &parser, result)?;
+            }
+            if let Some(Chunk::Usage(usage)) = parser.take_usage() {
+                prop_assert!(usage.output_tokens >= reported.output_tokens);
+            }
+            prop_assert_eq!(parser.take_usage(), None, "usage is reported once");
+        }
+
+        #[test]
+        fn deeply_nested_json_is_a_typed_error(family in family(), depth in 100usize..2_000) {
+            let payload = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let mut parser = ChunkParser::new(family);
+            let result = parser.parse(payload.as_bytes());
+            prop_assert!(result.is_err());
+            check(family, &parser, result)?;
+        }
+    }
+}

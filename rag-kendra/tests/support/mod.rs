@@ -50,6 +50,8 @@ pub enum Reply {
     },
     /// This status and raw body.
     Raw { status: u16, body: &'static str },
+    /// This status and these bytes as the body, whatever they are.
+    Bytes { status: u16, body: Vec<u8> },
 }
 
 impl Reply {
@@ -213,15 +215,16 @@ async fn serve(
             json!({"__type": kind, "message": message}).to_string(),
         ),
         Reply::Raw { status, body } => respond(status, body.to_owned()),
+        Reply::Bytes { status, body } => respond(status, body),
     }
 }
 
-fn respond(status: u16, body: String) -> Response<Full<Bytes>> {
+fn respond(status: u16, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header("content-type", "application/x-amz-json-1.1")
         .header("x-amzn-requestid", "00000000-0000-0000-0000-000000000000")
-        .body(Full::new(Bytes::from(body)))
+        .body(Full::new(body.into()))
         .expect("valid response")
 }
 
