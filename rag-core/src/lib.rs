@@ -13,6 +13,7 @@ pub mod prompt;
 pub mod retriever;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
+pub mod tokens;
 pub mod types;
 
 pub use error::{BoxError, Error, Result, Stage};
@@ -23,8 +24,13 @@ pub use pipeline::{
     AnswerStream, Ask, DeadLetter, DeadLetterSink, Event, Failure, Pipeline, PipelineBuilder,
     RetryPolicy, Summary, Warning,
 };
-pub use prompt::{Message, Prompt, PromptInput, PromptTemplate, RenderedPrompt, Role, TokenBudget};
+pub use prompt::{
+    template_for, ClaudeMessagesTemplate, ClaudeTextTemplate, Llama2Template, Llama3Template,
+    Message, MistralTemplate, Prompt, PromptInput, PromptTemplate, RenderedPrompt, Role,
+    TitanTextTemplate, TokenBudget,
+};
 pub use retriever::Retriever;
+pub use tokens::{Cl100kCounter, TokenCounter};
 pub use types::{
     Chunk, Citation, Filter, GenerationParams, Passage, RetrievalRequest, Retrieved, SessionId,
     StopReason, Turn, TurnId, Usage, UserContext,

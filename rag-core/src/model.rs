@@ -103,7 +103,8 @@ impl ModelProfile {
     }
 
     /// The profile of a Bedrock model id or inference-profile id (`us.`, `eu.`, `apac.`,
-    /// `global.` and other geography prefixes are accepted).
+    /// `global.` and other geography prefixes are accepted), or of the ARN of a foundation
+    /// model or an inference profile.
     pub fn for_model_id(model_id: &str) -> Result<Self> {
         let base = base_model_id(model_id);
         PROFILES
@@ -122,8 +123,13 @@ impl ModelProfile {
     }
 }
 
-/// The model id without a cross-region inference-profile prefix.
+/// The model id without a cross-region inference-profile prefix (and without the ARN around
+/// it, for `arn:...:foundation-model/<id>` and `arn:...:inference-profile/<id>`).
 pub fn base_model_id(model_id: &str) -> &str {
+    let model_id = match model_id.strip_prefix("arn:") {
+        Some(arn) => arn.rsplit('/').next().unwrap_or(arn),
+        None => model_id,
+    };
     const GEOGRAPHIES: [&str; 8] = [
         "us.", "eu.", "apac.", "global.", "us-gov.", "ca.", "jp.", "au.",
     ];
@@ -261,6 +267,31 @@ mod tests {
                 "{id}"
             );
         }
+    }
+
+    #[test]
+    fn arns_of_models_and_inference_profiles() {
+        let cases = [
+            (
+                "arn:aws:bedrock:us-east-1::foundation-model/meta.llama3-8b-instruct-v1:0",
+                ModelFamily::Llama3,
+            ),
+            (
+                "arn:aws:bedrock:eu-west-1:123456789012:inference-profile/eu.anthropic.claude-3-haiku-20240307-v1:0",
+                ModelFamily::Claude,
+            ),
+        ];
+        for (arn, family) in cases {
+            assert_eq!(
+                ModelProfile::for_model_id(arn).unwrap().family,
+                family,
+                "{arn}"
+            );
+        }
+        assert!(ModelProfile::for_model_id(
+            "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abc123"
+        )
+        .is_err());
     }
 
     #[test]

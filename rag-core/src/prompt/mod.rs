@@ -1,11 +1,81 @@
-//! Prompts: the [`PromptTemplate`] trait, what it renders, and the token budget it keeps.
+//! Prompts: the [`PromptTemplate`] trait, what it renders, the token budget it keeps, and one
+//! template per Bedrock text family.
+//!
+//! | family | template | prompt |
+//! |---|---|---|
+//! | Claude 3+ Messages | [`ClaudeMessagesTemplate`] | [`Prompt::Chat`] |
+//! | Claude 2 / Instant | [`ClaudeTextTemplate`] | `\n\nHuman:` / `\n\nAssistant:` text |
+//! | Llama 2 chat | [`Llama2Template`] | `<s>[INST] <<SYS>>...<</SYS>> ... [/INST]` text |
+//! | Llama 3.x instruct | [`Llama3Template`] | `<\|start_header_id\|>...<\|eot_id\|>` text |
+//! | Titan Text | [`TitanTextTemplate`] | `User:` / `Bot:` text |
+//! | Mistral / Mixtral | [`MistralTemplate`] | `<s>[INST] ... [/INST]` text |
+//!
+//! Every template numbers the passages it keeps from 1 in rank order, neutralizes the family's
+//! markers in untrusted text ([`sanitize`]), lets a user replace the system text, the passage
+//! block and the question framing with handlebars templates ([`parts`]), and packs the prompt
+//! into a [`TokenBudget`] counted by a [`crate::tokens::TokenCounter`].
+//!
+//! ```
+//! use rag_core::prompt::Llama3Template;
+//! use rag_core::{Passage, Prompt, PromptInput, PromptTemplate, TokenBudget};
+//!
+//! let template = Llama3Template::builder()
+//!     .with_system("Answer from the documents.")
+//!     .with_passage_template("[{{index}}] {{text}}")
+//!     .build()?;
+//! let passages = [Passage::new("p1", "Functions time out after 15 minutes.")];
+//! let input = PromptInput { question: "How long can a function run?", passages: &passages, history: &[] };
+//! let rendered = template.render(&input, &TokenBudget::new(8_192, 1_024, 0))?;
+//! assert_eq!(
+//!     rendered.prompt,
+//!     Prompt::Text(
+//!         "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nAnswer from the documents.<|eot_id|>\
+//!          <|start_header_id|>user<|end_header_id|>\n\n<documents>\n[1] Functions time out after 15 minutes.\n</documents>\n\n\
+//!          How long can a function run?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+//!             .into()
+//!     )
+//! );
+//! assert_eq!(rendered.passages_kept, [0]);
+//! # Ok::<(), rag_core::Error>(())
+//! ```
 
 use std::fmt::Debug;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::model::ModelFamily;
 use crate::types::{Passage, Turn};
+
+mod budget;
+mod claude;
+mod claude_text;
+mod engine;
+mod llama2;
+mod llama3;
+mod mistral;
+pub mod parts;
+pub mod sanitize;
+mod titan;
+
+pub use claude::{ClaudeMessagesTemplate, ClaudeMessagesTemplateBuilder};
+pub use claude_text::{ClaudeTextTemplate, ClaudeTextTemplateBuilder};
+pub use llama2::{Llama2Template, Llama2TemplateBuilder};
+pub use llama3::{Llama3Template, Llama3TemplateBuilder};
+pub use mistral::{MistralTemplate, MistralTemplateBuilder};
+pub use titan::{TitanTextTemplate, TitanTextTemplateBuilder};
+
+/// The shipped template of `family`, counted with cl100k.
+pub fn template_for(family: ModelFamily) -> Box<dyn PromptTemplate> {
+    match family {
+        ModelFamily::Claude => Box::new(ClaudeMessagesTemplate::new()),
+        ModelFamily::ClaudeText => Box::new(ClaudeTextTemplate::new()),
+        ModelFamily::Llama2 => Box::new(Llama2Template::new()),
+        ModelFamily::Llama3 => Box::new(Llama3Template::new()),
+        ModelFamily::TitanText => Box::new(TitanTextTemplate::new()),
+        ModelFamily::Mistral => Box::new(MistralTemplate::new()),
+    }
+}
 
 /// Who says a message in a chat prompt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -113,7 +183,11 @@ pub struct RenderedPrompt {
     pub turns_kept: usize,
     /// How many older turns the budget left out.
     pub turns_dropped: usize,
-    /// The prompt's size as the template's token counter counts it.
+    /// The prompt's size as the template's token counter counts it, or an upper bound of it
+    /// that is never over the budget: the family templates skip counting when the UTF-8
+    /// length already fits (a token is at least one byte) and otherwise sum separately
+    /// counted blocks with one token per boundary, counting the whole prompt when that sum
+    /// comes close to the budget.
     pub token_count: usize,
 }
 
