@@ -33,8 +33,11 @@ const DEFAULT_MODEL: &str = "anthropic.claude-3-haiku-20240307-v1:0";
 
 /// Chat with documents through a model on Amazon Bedrock.
 #[derive(Debug, Parser)]
-#[command(about, after_help = "Without --model the model is anthropic.claude-3-haiku-20240307-v1:0.")]
-struct Args {
+#[command(
+    about,
+    after_help = "Without --model the model is anthropic.claude-3-haiku-20240307-v1:0."
+)]
+pub(crate) struct Args {
     #[command(flatten)]
     backend: backend::BackendArgs,
     /// The conversation to continue (default: a new one).
@@ -46,7 +49,12 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let mut args = Args::parse();
+    ExitCode::from(chat(Args::parse()).await)
+}
+
+/// The chat; returns the exit code: 0 when every answer arrived, 1 when an answer failed,
+/// 2 for configuration, credentials and region problems.
+pub(crate) async fn chat(mut args: Args) -> u8 {
     if args.backend.model.is_none() {
         args.backend.model = Some(DEFAULT_MODEL.to_string());
     }
@@ -58,14 +66,14 @@ async fn main() -> ExitCode {
         Ok(session) => session,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(2);
+            return 2;
         }
     };
     let built = match args.backend.build().await {
         Ok(built) => built,
         Err(fatal) => {
             eprintln!("error: {}", fatal.message);
-            return ExitCode::from(fatal.code);
+            return fatal.code;
         }
     };
     eprintln!("Using {}.", built.description);
@@ -76,10 +84,10 @@ async fn main() -> ExitCode {
         interactive(&pipeline, &session).await
     } else {
         match answer(&pipeline, &session, &args.question.join(" ")).await {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) => 0,
             Err(message) => {
                 eprintln!("error: {message}");
-                ExitCode::FAILURE
+                1
             }
         }
     };
@@ -87,23 +95,23 @@ async fn main() -> ExitCode {
     code
 }
 
-async fn interactive(pipeline: &Pipeline, session: &SessionId) -> ExitCode {
+async fn interactive(pipeline: &Pipeline, session: &SessionId) -> u8 {
     eprintln!("Ask a question (an empty line or Ctrl-D ends).");
     let stdin = std::io::stdin();
     loop {
         eprint!("> ");
         let mut line = String::new();
         match stdin.lock().read_line(&mut line) {
-            Ok(0) => return ExitCode::SUCCESS,
+            Ok(0) => return 0,
             Ok(_) => {}
             Err(e) => {
                 eprintln!("error: cannot read standard input: {e}");
-                return ExitCode::FAILURE;
+                return 1;
             }
         }
         let question = line.trim();
         if question.is_empty() {
-            return ExitCode::SUCCESS;
+            return 0;
         }
         if let Err(message) = answer(pipeline, session, question).await {
             eprintln!("error: {message}");
@@ -131,15 +139,11 @@ async fn answer(pipeline: &Pipeline, session: &SessionId, question: &str) -> Res
                     println!("\n[the answer was cut off]");
                 }
                 let again = if failure.is_retryable() {
-                    " (asking again may work)"
+                    "\n(asking again may work)"
                 } else {
                     ""
                 };
-                return Err(format!(
-                    "{} failed{again}: {}",
-                    failure.stage,
-                    backend::explain(&failure.error)
-                ));
+                return Err(format!("{}{again}", backend::explain(&failure.error)));
             }
             _ => {}
         }
@@ -148,10 +152,13 @@ async fn answer(pipeline: &Pipeline, session: &SessionId, question: &str) -> Res
         println!("Sources:");
         for source in &sources {
             let title = source.title.as_deref().unwrap_or(&source.passage_id);
-            match &source.uri {
-                Some(uri) => println!("  [{}] {title} ({})", source.index, docs::shorten(uri)),
-                None => println!("  [{}] {title}", source.index),
-            }
+            // Local passages are `path#n`: the file and the passage's place in it.
+            let place = match &source.uri {
+                Some(uri) if source.passage_id.starts_with(uri.as_str()) => &source.passage_id,
+                Some(uri) => uri,
+                None => &source.passage_id,
+            };
+            println!("  [{}] {title} ({})", source.index, docs::shorten(place));
         }
         println!();
     }

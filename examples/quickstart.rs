@@ -27,7 +27,7 @@ mod docs;
 /// Ask questions about a folder of documents, offline.
 #[derive(Debug, Parser)]
 #[command(about)]
-struct Args {
+pub(crate) struct Args {
     /// Index the Markdown and text files under this folder (repeatable) instead of the
     /// project's own documentation.
     #[arg(long, value_name = "DIR")]
@@ -42,7 +42,8 @@ struct Args {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args).await {
+    let stdin = std::io::stdin();
+    match run(args, stdin.lock(), &mut std::io::stdout()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");
@@ -51,7 +52,13 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> Result<(), String> {
+/// The quickstart: questions from `args` or, without one, from `input`; answers and sources
+/// to `out`, progress to standard error.
+pub(crate) async fn run(
+    args: Args,
+    mut input: impl BufRead,
+    out: &mut impl Write,
+) -> Result<(), String> {
     let index = TantivyRetriever::in_memory().map_err(|e| e.to_string())?;
     let (files, passages) = docs::index_docs(&index, &args.docs)?;
     eprintln!("Indexed {passages} passages from {files} files.");
@@ -69,15 +76,14 @@ async fn run(args: Args) -> Result<(), String> {
 
     if !args.question.is_empty() {
         let question = args.question.join(" ");
-        return answer(&pipeline, &session, &question).await;
+        return answer(&pipeline, &session, &question, out).await;
     }
 
     eprintln!("Ask a question (an empty line or Ctrl-D ends; /history shows the conversation).");
-    let stdin = std::io::stdin();
     loop {
         eprint!("> ");
         let mut line = String::new();
-        match stdin.lock().read_line(&mut line) {
+        match input.read_line(&mut line) {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) => return Err(format!("cannot read standard input: {e}")),
@@ -85,10 +91,10 @@ async fn run(args: Args) -> Result<(), String> {
         let question = line.trim();
         match question {
             "" => break,
-            "/history" => show_history(&history, &session).await?,
+            "/history" => show_history(&history, &session, out).await?,
             _ => {
                 // An error ends this question, not the conversation.
-                if let Err(message) = answer(&pipeline, &session, question).await {
+                if let Err(message) = answer(&pipeline, &session, question, out).await {
                     eprintln!("error: {message}");
                 }
             }
@@ -98,58 +104,80 @@ async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Streams the answer to `question` to standard output, then lists its sources.
+/// Streams the answer to `question` to `out` as it arrives, then lists its sources.
 async fn answer(
     pipeline: &Pipeline,
     session: &SessionId,
     question: &str,
+    out: &mut impl Write,
 ) -> Result<(), String> {
     let mut events = pipeline.ask(Ask::new(session.clone(), question));
     let mut sources: Vec<Citation> = Vec::new();
-    let mut stdout = std::io::stdout();
-    println!();
+    write(out, "\n")?;
     while let Some(event) = events.next().await {
         match event {
             Event::Sources(cited) => sources = cited,
-            Event::Token(token) => {
-                print!("{token}");
-                // Show each piece as it arrives rather than when the line ends.
-                let _ = stdout.flush();
-            }
+            // Each piece is shown as it arrives, not when the line ends.
+            Event::Token(token) => write(out, &token)?,
             Event::Warning(warning) => eprintln!("warning: {warning}"),
-            Event::Done(_) => println!("\n"),
+            Event::Done(_) => write(out, "\n\n")?,
             Event::Error(failure) => {
-                println!();
+                write(out, "\n")?;
                 return Err(failure.error.to_string());
             }
             _ => {}
         }
     }
     if !sources.is_empty() {
-        println!("Sources:");
+        let mut list = String::from("Sources:\n");
         for source in &sources {
             let title = source.title.as_deref().unwrap_or(&source.passage_id);
-            match &source.uri {
-                Some(uri) => println!("  [{}] {title} ({})", source.index, docs::shorten(uri)),
-                None => println!("  [{}] {title}", source.index),
-            }
+            // Local passages are `path#n`: the file and the passage's place in it.
+            let place = match &source.uri {
+                Some(uri) if source.passage_id.starts_with(uri.as_str()) => &source.passage_id,
+                Some(uri) => uri,
+                None => &source.passage_id,
+            };
+            list.push_str(&format!(
+                "  [{}] {title} ({})\n",
+                source.index,
+                docs::shorten(place)
+            ));
         }
-        println!();
+        list.push('\n');
+        write(out, &list)?;
     }
     Ok(())
 }
 
-/// Prints the turns the history store kept for `session`.
-async fn show_history(history: &InMemoryHistory, session: &SessionId) -> Result<(), String> {
+/// Writes `text` to `out` and flushes it.
+fn write(out: &mut impl Write, text: &str) -> Result<(), String> {
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write the answer: {e}"))
+}
+
+/// Writes the turns the history store kept for `session`.
+async fn show_history(
+    history: &InMemoryHistory,
+    session: &SessionId,
+    out: &mut impl Write,
+) -> Result<(), String> {
     let turns = history
         .load(session, usize::MAX)
         .await
         .map_err(|e| e.to_string())?;
+    let mut text = String::new();
     if turns.is_empty() {
-        println!("(no turns yet)");
+        text.push_str("(no turns yet)\n");
     }
     for (i, turn) in turns.iter().enumerate() {
-        println!("{}. Q: {}\n   A: {}", i + 1, turn.question, turn.answer);
+        text.push_str(&format!(
+            "{}. Q: {}\n   A: {}\n",
+            i + 1,
+            turn.question,
+            turn.answer
+        ));
     }
-    Ok(())
+    write(out, &text)
 }

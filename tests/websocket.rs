@@ -57,7 +57,11 @@ async fn serve(pipeline: Pipeline, token: Option<&str>) -> SocketAddr {
     addr
 }
 
-async fn connect(addr: SocketAddr, query: &str, bearer: Option<&str>) -> Result<Client, tungstenite::Error> {
+async fn connect(
+    addr: SocketAddr,
+    query: &str,
+    bearer: Option<&str>,
+) -> Result<Client, tungstenite::Error> {
     let mut request = format!("ws://{addr}/ws{query}")
         .into_client_request()
         .expect("a valid request");
@@ -77,7 +81,10 @@ async fn open(addr: SocketAddr, query: &str) -> (Client, String) {
     let mut client = connect(addr, query, None).await.expect("connected");
     let hello = next_frame(&mut client).await;
     assert_eq!(hello["type"], "session", "{hello}");
-    let session = hello["session_id"].as_str().expect("a session id").to_string();
+    let session = hello["session_id"]
+        .as_str()
+        .expect("a session id")
+        .to_string();
     (client, session)
 }
 
@@ -119,14 +126,20 @@ async fn answer_frames(client: &mut Client) -> Vec<Value> {
 
 /// Checks the order `sources`, `token`..., `done` and returns the answer text.
 fn check_answer(frames: &[Value]) -> String {
-    let types: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap_or("?")).collect();
+    let types: Vec<&str> = frames
+        .iter()
+        .map(|f| f["type"].as_str().unwrap_or("?"))
+        .collect();
     assert_eq!(types.first(), Some(&"sources"), "{types:?}");
     assert_eq!(types.last(), Some(&"done"), "{types:?}");
     assert!(
         types[1..types.len() - 1].iter().all(|t| *t == "token"),
         "only tokens between sources and done: {types:?}"
     );
-    assert!(types.len() > 3, "the answer came in several tokens: {types:?}");
+    assert!(
+        types.len() > 3,
+        "the answer came in several tokens: {types:?}"
+    );
     frames
         .iter()
         .filter(|f| f["type"] == "token")
@@ -151,7 +164,10 @@ async fn two_questions_stream_in_order_and_the_second_prompt_holds_the_first_tur
     assert_eq!(sources[0]["uri"], "docs/lambda.md");
     let done = first.last().expect("done");
     assert_eq!(done["saved"], true, "{done}");
-    assert!(done["turn_id"].as_str().is_some_and(|id| id.len() == 36), "{done}");
+    assert!(
+        done["turn_id"].as_str().is_some_and(|id| id.len() == 36),
+        "{done}"
+    );
 
     ask(&mut client, "How is it billed?").await;
     let second = answer_frames(&mut client).await;
@@ -166,11 +182,17 @@ async fn two_questions_stream_in_order_and_the_second_prompt_holds_the_first_tur
         second_prompt.contains("Q: What is Lambda?\nA: Lambda runs code [1]."),
         "the second prompt holds the first turn:\n{second_prompt}"
     );
-    assert!(second_prompt.contains("Question: How is it billed?"), "{second_prompt}");
+    assert!(
+        second_prompt.contains("Question: How is it billed?"),
+        "{second_prompt}"
+    );
     let Prompt::Text(first_prompt) = &prompts[0] else {
         panic!("a text prompt");
     };
-    assert!(!first_prompt.contains("Q: "), "no history yet:\n{first_prompt}");
+    assert!(
+        !first_prompt.contains("Q: "),
+        "no history yet:\n{first_prompt}"
+    );
 }
 
 /// Streams back the question of a [`PlainTemplate`] prompt, one word at a time, slowly
@@ -180,7 +202,11 @@ struct EchoGenerator;
 
 #[async_trait]
 impl Generator for EchoGenerator {
-    async fn generate(&self, prompt: &Prompt, _params: &GenerationParams) -> rag::Result<ChunkStream> {
+    async fn generate(
+        &self,
+        prompt: &Prompt,
+        _params: &GenerationParams,
+    ) -> rag::Result<ChunkStream> {
         let Prompt::Text(text) = prompt else {
             return Err(rag::Error::invalid_input("prompt", "a text prompt"));
         };
@@ -189,13 +215,18 @@ impl Generator for EchoGenerator {
             .rev()
             .find_map(|l| l.strip_prefix("Question: "))
             .unwrap_or_default();
-        let words: Vec<String> = question.split_whitespace().map(|w| format!("{w} ")).collect();
+        let words: Vec<String> = question
+            .split_whitespace()
+            .map(|w| format!("{w} "))
+            .collect();
         let stream = futures::stream::iter(words)
             .then(|w| async move {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 Ok(Chunk::Text(w))
             })
-            .chain(futures::stream::iter([Ok(Chunk::Stop(StopReason::EndTurn))]));
+            .chain(futures::stream::iter([Ok(Chunk::Stop(
+                StopReason::EndTurn,
+            ))]));
         Ok(stream.boxed())
     }
 }
@@ -205,26 +236,36 @@ async fn two_connections_never_receive_each_others_frames() {
     let addr = serve(pipeline(EchoGenerator), None).await;
     let (mut alice, alice_session) = open(addr, "").await;
     let (mut bob, bob_session) = open(addr, "").await;
-    assert_ne!(alice_session, bob_session, "each connection is its own conversation");
+    assert_ne!(
+        alice_session, bob_session,
+        "each connection is its own conversation"
+    );
 
     let alice_words = "alpha apple avocado anchor arrow acorn amber atlas";
     let bob_words = "bravo banana basil beacon bridge bison birch bugle";
     // Both questions are in flight at once; each client then reads only its own answer.
     ask(&mut alice, alice_words).await;
     ask(&mut bob, bob_words).await;
-    let (alice_frames, bob_frames) = tokio::join!(answer_frames(&mut alice), answer_frames(&mut bob));
+    let (alice_frames, bob_frames) =
+        tokio::join!(answer_frames(&mut alice), answer_frames(&mut bob));
 
     assert_eq!(check_answer(&alice_frames).trim(), alice_words);
     assert_eq!(check_answer(&bob_frames).trim(), bob_words);
     // Nothing else is waiting on either connection: a ping round trip comes back first.
     for client in [&mut alice, &mut bob] {
-        client.send(Message::Ping(vec![7].into())).await.expect("ping");
+        client
+            .send(Message::Ping(vec![7].into()))
+            .await
+            .expect("ping");
         let reply = tokio::time::timeout(FRAME_WAIT, client.next())
             .await
             .expect("a reply")
             .expect("open")
             .expect("readable");
-        assert!(matches!(reply, Message::Pong(_)), "no stray frame: {reply:?}");
+        assert!(
+            matches!(reply, Message::Pong(_)),
+            "no stray frame: {reply:?}"
+        );
     }
 }
 
@@ -246,7 +287,10 @@ async fn a_stored_session_id_resumes_the_conversation() {
     let Some(Prompt::Text(prompt)) = probe.prompts().pop() else {
         panic!("a text prompt");
     };
-    assert!(prompt.contains("Q: How is Lambda billed?\nA: Billed per use."), "{prompt}");
+    assert!(
+        prompt.contains("Q: How is Lambda billed?\nA: Billed per use."),
+        "{prompt}"
+    );
 
     // A session id that is not valid is refused at the upgrade.
     match connect(addr, "?session=not%20valid", None).await {
@@ -271,13 +315,21 @@ async fn a_wrong_token_is_refused_at_the_upgrade() {
             Err(tungstenite::Error::Http(response)) => {
                 assert_eq!(response.status(), 401, "{query} {bearer:?}")
             }
-            other => panic!("{query} {bearer:?} was not refused: {:?}", other.map(|_| ())),
+            other => panic!(
+                "{query} {bearer:?} was not refused: {:?}",
+                other.map(|_| ())
+            ),
         }
     }
     assert_eq!(probe.calls(), 0);
 
-    for (query, bearer) in [("", Some("s3cret-token")), ("?access_token=s3cret-token", None)] {
-        let mut client = connect(addr, query, bearer).await.expect("the right token connects");
+    for (query, bearer) in [
+        ("", Some("s3cret-token")),
+        ("?access_token=s3cret-token", None),
+    ] {
+        let mut client = connect(addr, query, bearer)
+            .await
+            .expect("the right token connects");
         assert_eq!(next_frame(&mut client).await["type"], "session");
         ask(&mut client, "Anything?").await;
         assert_eq!(check_answer_short(&answer_frames(&mut client).await), "ok");
@@ -286,7 +338,10 @@ async fn a_wrong_token_is_refused_at_the_upgrade() {
 
 /// Like [`check_answer`] for a one-token answer.
 fn check_answer_short(frames: &[Value]) -> String {
-    let types: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap_or("?")).collect();
+    let types: Vec<&str> = frames
+        .iter()
+        .map(|f| f["type"].as_str().unwrap_or("?"))
+        .collect();
     assert_eq!(types, ["sources", "token", "done"]);
     frames[1]["text"].as_str().expect("text").to_string()
 }
@@ -304,7 +359,9 @@ async fn malformed_json_gets_an_error_frame_and_the_connection_stays_usable() {
         assert_eq!(frame["type"], "error", "{bad}: {frame}");
         assert_eq!(frame["retryable"], false, "{frame}");
         assert!(
-            frame["message"].as_str().is_some_and(|m| m.starts_with("malformed message")),
+            frame["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("malformed message")),
             "{frame}"
         );
     }
@@ -313,11 +370,19 @@ async fn malformed_json_gets_an_error_frame_and_the_connection_stays_usable() {
     let refused = answer_frames(&mut client).await;
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(refused[0]["type"], "error");
-    assert!(refused[0]["message"].as_str().is_some_and(|m| m.contains("question")), "{refused:?}");
+    assert!(
+        refused[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("question")),
+        "{refused:?}"
+    );
     assert_eq!(probe.calls(), 0);
 
     ask(&mut client, "Are you still there?").await;
-    assert_eq!(check_answer(&answer_frames(&mut client).await), "Still here [1].");
+    assert_eq!(
+        check_answer(&answer_frames(&mut client).await),
+        "Still here [1]."
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,7 +417,10 @@ async fn the_page_is_served_at_the_root() {
         .await
         .expect("request");
     let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("response");
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("text/html"), "{response}");
     // The page itself needs no token; the WebSocket does.

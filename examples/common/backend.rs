@@ -162,8 +162,11 @@ impl BackendArgs {
         builder = match self.retriever {
             RetrieverKind::Local => {
                 let index = TantivyRetriever::in_memory()?;
-                let (files, passages) = docs::index_docs(&index, &self.docs).map_err(Fatal::config)?;
-                parts.push(format!("local index ({passages} passages from {files} files)"));
+                let (files, passages) =
+                    docs::index_docs(&index, &self.docs).map_err(Fatal::config)?;
+                parts.push(format!(
+                    "local index ({passages} passages from {files} files)"
+                ));
                 builder.with_retriever(index)
             }
             RetrieverKind::None => {
@@ -171,7 +174,9 @@ impl BackendArgs {
                 builder
             }
             RetrieverKind::Kendra | RetrieverKind::Kb => {
-                let aws = aws.as_ref().ok_or_else(|| Fatal::config("AWS is not loaded"))?;
+                let aws = aws
+                    .as_ref()
+                    .ok_or_else(|| Fatal::config("AWS is not loaded"))?;
                 let (builder, what) = aws.retriever(self, builder)?;
                 parts.push(what);
                 builder
@@ -183,7 +188,9 @@ impl BackendArgs {
                 builder.with_history(InMemoryHistory::new())
             }
             HistoryKind::Dynamodb => {
-                let aws = aws.as_ref().ok_or_else(|| Fatal::config("AWS is not loaded"))?;
+                let aws = aws
+                    .as_ref()
+                    .ok_or_else(|| Fatal::config("AWS is not loaded"))?;
                 let (builder, what) = aws.history(self, builder).await?;
                 parts.push(what);
                 builder
@@ -230,19 +237,34 @@ pub(crate) fn explain(error: &rag::Error) -> String {
         .any(|s| lower.contains(s))
     {
         Some("AWS refused the credentials: check them, and that they belong to this region's partition")
-    } else if ["accessdenied", "access denied", "not authorized", "don't have access"]
-        .iter()
-        .any(|s| lower.contains(s))
+    } else if [
+        "accessdenied",
+        "access denied",
+        "not authorized",
+        "don't have access",
+    ]
+    .iter()
+    .any(|s| lower.contains(s))
     {
         Some("check the IAM permissions, and that access to this model is enabled in the Bedrock console for this region")
-    } else if ["dispatch failure", "dns error", "failed to lookup", "connection refused", "timed out"]
-        .iter()
-        .any(|s| lower.contains(s))
+    } else if [
+        "dispatch failure",
+        "dns error",
+        "failed to lookup",
+        "connection refused",
+        "timed out",
+    ]
+    .iter()
+    .any(|s| lower.contains(s))
     {
         Some("the AWS service could not be reached: check the network and that the region is right and offers the service")
-    } else if ["resourcenotfound", "not found", "model identifier is invalid"]
-        .iter()
-        .any(|s| lower.contains(s))
+    } else if [
+        "resourcenotfound",
+        "not found",
+        "model identifier is invalid",
+    ]
+    .iter()
+    .any(|s| lower.contains(s))
     {
         Some("check the id (model, index, knowledge base or table) and that it exists in this region")
     } else {
@@ -297,7 +319,9 @@ mod aws {
             let Some(provider) = config.credentials_provider() else {
                 return Err(Fatal::config("no AWS credentials provider is configured"));
             };
-            match tokio::time::timeout(Duration::from_secs(15), provider.provide_credentials()).await {
+            match tokio::time::timeout(Duration::from_secs(15), provider.provide_credentials())
+                .await
+            {
                 Ok(Ok(_)) => Ok(Aws { config }),
                 Ok(Err(e)) => Err(Fatal::config(format!(
                     "no AWS credentials were found ({e}). Set AWS_ACCESS_KEY_ID and \
@@ -330,14 +354,20 @@ mod aws {
                         .with_sdk_config(&self.config)
                         .with_index_id(id.clone())
                         .build()?;
-                    (builder.with_retriever(retriever), format!("Kendra index {id}"))
+                    (
+                        builder.with_retriever(retriever),
+                        format!("Kendra index {id}"),
+                    )
                 }
                 _ => {
                     let id = args.knowledge_base.clone().unwrap_or_default();
                     let retriever = KnowledgeBaseRetriever::builder(id.clone())
                         .with_sdk_config(&self.config)
                         .build()?;
-                    (builder.with_retriever(retriever), format!("knowledge base {id}"))
+                    (
+                        builder.with_retriever(retriever),
+                        format!("knowledge base {id}"),
+                    )
                 }
             })
         }
@@ -357,7 +387,10 @@ mod aws {
                     code: 1,
                 })?;
             }
-            Ok((builder.with_history(history), format!("DynamoDB table {table}")))
+            Ok((
+                builder.with_history(history),
+                format!("DynamoDB table {table}"),
+            ))
         }
 
         pub(super) fn generator(
@@ -406,8 +439,14 @@ mod aws {
         let parts: Vec<&str> = region.split('-').collect();
         let shaped = parts.len() >= 3
             && parts[0].len() == 2
-            && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
-            && parts.last().is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()));
+            && parts.iter().all(|p| {
+                !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            })
+            && parts
+                .last()
+                .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()));
         if shaped {
             Ok(())
         } else {

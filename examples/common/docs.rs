@@ -14,7 +14,10 @@ pub(crate) fn project_root() -> &'static Path {
 
 /// Indexes the workspace's README files and its `docs/` folder, or the folders in `dirs`
 /// when there are any. Returns the files and passages indexed.
-pub(crate) fn index_docs(index: &TantivyRetriever, dirs: &[PathBuf]) -> Result<(usize, usize), String> {
+pub(crate) fn index_docs(
+    index: &TantivyRetriever,
+    dirs: &[PathBuf],
+) -> Result<(usize, usize), String> {
     let (mut files, mut passages) = (0, 0);
     let mut add = |added: rag::memory::Added| {
         files += added.files;
@@ -23,9 +26,15 @@ pub(crate) fn index_docs(index: &TantivyRetriever, dirs: &[PathBuf]) -> Result<(
     if dirs.is_empty() {
         let root = project_root();
         let readmes = std::iter::once(root.join("README.md")).chain(
-            ["rag-core", "rag-memory", "rag-bedrock", "rag-kendra", "rag-dynamodb"]
-                .iter()
-                .map(|krate| root.join(krate).join("README.md")),
+            [
+                "rag-core",
+                "rag-memory",
+                "rag-bedrock",
+                "rag-kendra",
+                "rag-dynamodb",
+            ]
+            .iter()
+            .map(|krate| root.join(krate).join("README.md")),
         );
         for file in readmes.filter(|f| f.is_file()) {
             add(index

@@ -117,7 +117,9 @@ impl Frame {
     fn to_message(&self) -> Message {
         // Serializing these plain structs cannot fail.
         let json = serde_json::to_string(self).unwrap_or_else(|e| {
-            format!(r#"{{"type":"error","message":"frame not serializable: {e}","retryable":false}}"#)
+            format!(
+                r#"{{"type":"error","message":"frame not serializable: {e}","retryable":false}}"#
+            )
         });
         Message::Text(json.into())
     }

@@ -1,8 +1,6 @@
 //! Shared helpers for the workspace's integration tests.
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::{Path, PathBuf};
-
 use futures::StreamExt;
 use rag::{AnswerStream, Ask, Event, Failure, SessionId, Summary};
 
@@ -69,23 +67,4 @@ pub fn tokens(events: &[Event]) -> String {
             _ => None,
         })
         .collect()
-}
-
-/// The built example `name`, or a failure that says how to build it.
-pub fn example_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    // target/<profile>/deps/<test> -> target/<profile>/examples/<name>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in target/<profile>/deps");
-    let binary = profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.is_file(),
-        "{} is missing: run the tests with `cargo test --all-targets` (or `cargo build --examples` first)",
-        binary.display()
-    );
-    binary
 }
