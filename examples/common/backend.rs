@@ -455,6 +455,36 @@ mod aws {
             )))
         }
     }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn regions_are_checked_by_shape() {
+            for ok in [
+                "us-east-1",
+                "eu-central-2",
+                "ap-southeast-4",
+                "us-gov-west-1",
+            ] {
+                assert!(super::check_region(ok).is_ok(), "{ok}");
+            }
+            for bad in [
+                "us-east",
+                "useast1",
+                "US-EAST-1",
+                "us-east1",
+                "",
+                "eu-west-x",
+            ] {
+                let err = super::check_region(bad).expect_err(bad);
+                assert!(
+                    err.message.contains("is not an AWS region"),
+                    "{}",
+                    err.message
+                );
+            }
+        }
+    }
 }
 
 #[cfg(not(all(
@@ -505,5 +535,83 @@ mod aws {
         ) -> Result<(PipelineBuilder, String), Fatal> {
             Err(Fatal::config(MISSING))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        backend: BackendArgs,
+    }
+
+    fn check(argv: &[&str]) -> Result<(), String> {
+        let cli = Cli::try_parse_from(std::iter::once("test").chain(argv.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.backend.check().map_err(|f| {
+            assert_eq!(f.code, 2);
+            f.message
+        })
+    }
+
+    #[test]
+    fn flags_that_go_together_are_checked_before_anything_loads() {
+        assert_eq!(check(&[]), Ok(()));
+        assert_eq!(check(&["--model", "m", "--retriever", "none"]), Ok(()));
+        for (argv, expected) in [
+            (&["--converse"][..], "--converse needs --model"),
+            (
+                &["--retriever", "kendra"],
+                "--retriever kendra needs --kendra-index ID",
+            ),
+            (
+                &["--retriever", "kb"],
+                "--retriever kb needs --knowledge-base ID",
+            ),
+            (
+                &["--history", "dynamodb"],
+                "--history dynamodb needs --table NAME",
+            ),
+            (
+                &[
+                    "--retriever",
+                    "kendra",
+                    "--kendra-index",
+                    "i",
+                    "--docs",
+                    "d",
+                ],
+                "--docs applies to --retriever local",
+            ),
+            (
+                &["--retriever", "none"],
+                "the offline generator answers from passages",
+            ),
+        ] {
+            let message = check(argv).expect_err("refused");
+            assert!(message.starts_with(expected), "{argv:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn explain_adds_the_causes_and_a_hint() {
+        let cause = std::io::Error::other("dns error: failed to lookup address");
+        let error = rag::Error::generation("dispatch failure", true).with_source(cause);
+        let text = explain(&error);
+        assert!(
+            text.starts_with(
+                "generation failed: dispatch failure: dns error: failed to lookup address\nhint: the AWS service could not be reached"
+            ),
+            "{text}"
+        );
+        let denied = rag::Error::retrieval("AccessDeniedException: not allowed", false);
+        assert!(explain(&denied).contains("hint: check the IAM permissions"));
+        let plain = rag::Error::invalid_input("question", "must not be empty");
+        assert_eq!(explain(&plain), "invalid question: must not be empty");
     }
 }
