@@ -24,11 +24,11 @@ fn runtime() -> tokio::runtime::Runtime {
 /// W2: one ask whose generator yields 1,000 tokens with no delay.
 fn w2_streaming(c: &mut Criterion) {
     let rt = runtime();
-    let generator = ScriptedGenerator::counting(1_000);
+    let generator = ScriptedGenerator::counting(1_000).without_prompt_record();
     let pipeline = Pipeline::builder()
         .with_generator(generator.clone())
         .with_template(PlainTemplate::default())
-        .with_retriever(StaticRetriever::numbered(5))
+        .with_retriever(StaticRetriever::numbered(5).without_request_record())
         .with_history(InMemoryHistory::new())
         .build()
         .expect("pipeline");
@@ -71,10 +71,10 @@ fn w3_concurrency(c: &mut Criterion) {
     const ASKS: usize = 1_000;
     let rt = runtime();
     let pipeline = Pipeline::builder()
-        .with_generator(ScriptedGenerator::counting(100))
+        .with_generator(ScriptedGenerator::counting(100).without_prompt_record())
         .with_template(PlainTemplate::default())
         .with_retriever(Delayed::new(
-            StaticRetriever::numbered(5),
+            StaticRetriever::numbered(5).without_request_record(),
             Duration::from_millis(50),
         ))
         .with_history(Arc::new(

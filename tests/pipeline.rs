@@ -10,9 +10,9 @@ use futures::StreamExt;
 use rag::memory::InMemoryHistory;
 use rag::pipeline::{HistoryFailurePolicy, InMemoryDeadLetters, Timeouts};
 use rag::{
-    DeadLetter, Error, Event, GenerationParams, HistoryStore, Passage, Pipeline, PipelineBuilder,
-    Prompt, RetrievalRequest, Retriever, RetryPolicy, SessionId, Stage, StopReason, Turn, Usage,
-    Warning,
+    DeadLetter, Error, Event, GenerationParams, HistoryStore, ModelProfile, Passage, Pipeline,
+    PipelineBuilder, Prompt, RetrievalRequest, Retriever, RetryPolicy, SessionId, Stage,
+    StopReason, Turn, Usage, Warning,
 };
 use rag_core::testing::{
     Delayed, FailingHistory, FailingRetriever, PlainTemplate, ScriptedGenerator, StaticRetriever,
@@ -679,4 +679,77 @@ async fn usage_is_merged_from_partial_reports() {
             output_tokens: 7
         })
     );
+}
+
+#[tokio::test]
+async fn a_model_profile_sets_the_template_the_window_and_the_answer_limit() {
+    let generator = ScriptedGenerator::new(["ok"]);
+    let profile = ModelProfile::for_model_id("us.meta.llama3-8b-instruct-v1:0").unwrap();
+    let pipeline = Pipeline::builder()
+        .with_generator(generator.clone())
+        .with_model_profile(profile)
+        .with_retriever(StaticRetriever::numbered(2))
+        .build()
+        .unwrap();
+    let first = events(pipeline.ask(ask("s1", "What is Lambda?"))).await;
+    assert_eq!(done(&first).answer, "ok");
+    let prompt = generator.probe().prompts().remove(0);
+    let text = prompt_text(&prompt);
+    assert!(text.starts_with("<|begin_of_text|>"), "{text}");
+    assert!(text.ends_with("<|start_header_id|>assistant<|end_header_id|>\n\n"));
+
+    // Llama 3 on Bedrock answers with at most 2,048 tokens.
+    let too_long = ask("s1", "q").with_params(GenerationParams::default().with_max_tokens(4_096));
+    let second = events(pipeline.ask(too_long)).await;
+    assert!(matches!(
+        failed(&second).error,
+        Error::InvalidInput {
+            field: "params.max_tokens",
+            ..
+        }
+    ));
+    assert_eq!(
+        generator.probe().calls(),
+        1,
+        "the second ask never reached the model"
+    );
+}
+
+#[tokio::test]
+async fn a_caller_leaving_during_the_save_still_gets_the_turn_saved_once() {
+    let generator = ScriptedGenerator::new(["complete ", "answer"]);
+    let history = Arc::new(InMemoryHistory::new());
+    let slow_writes = Delayed::new(Arc::clone(&history), Duration::ZERO)
+        .with_write_delay(Duration::from_millis(200));
+    let pipeline = builder(&generator)
+        .with_history(slow_writes)
+        .build()
+        .unwrap();
+    let mut stream = pipeline.ask(ask("s1", "q"));
+    let mut tokens = 0;
+    while tokens < 2 {
+        if let Some(Event::Token(_)) = stream.next().await {
+            tokens += 1;
+        }
+    }
+    // The answer is complete; the next poll starts the slow save. Leave in the middle of it.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), stream.next())
+            .await
+            .is_err()
+    );
+    drop(stream);
+    assert!(
+        history.load(&session("s1"), 10).await.unwrap().is_empty(),
+        "not yet written"
+    );
+    assert_eq!(
+        pipeline.background_tasks(),
+        1,
+        "the save goes on in the background"
+    );
+    pipeline.flush().await;
+    let saved = history.load(&session("s1"), 10).await.unwrap();
+    assert_eq!(saved.len(), 1);
+    assert_eq!(saved[0].answer, "complete answer");
 }

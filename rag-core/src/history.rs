@@ -10,7 +10,8 @@ use crate::types::{SessionId, Turn};
 
 /// Keeps each session's turns, in the order of their [`crate::TurnId`]s.
 ///
-/// Every implementation must pass [`crate::testing::conformance`] (feature `test-utils`).
+/// Every implementation must pass the suite in `rag_core::testing::conformance` (feature
+/// `test-utils`).
 #[async_trait]
 pub trait HistoryStore: Send + Sync + Debug {
     /// The newest `max_turns` turns of `session`, oldest first (ordered by turn id). An

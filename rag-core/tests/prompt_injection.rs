@@ -156,3 +156,111 @@ fn the_census_sees_unneutralized_markers() {
         assert_ne!(clean, forged, "{family}");
     }
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Pieces that untrusted text is made of: arbitrary characters, line breaks, whole and
+    /// broken markers of every family, and handlebars syntax.
+    fn fragment() -> impl Strategy<Value = String> {
+        const PIECES: &[&str] = &[
+            "\n",
+            "\n\n",
+            "\r\n",
+            " ",
+            "<|",
+            "|>",
+            "<|eot_id|>",
+            "<|start_header_id|>",
+            "<|end_header_id|>",
+            "<|begin_of_text|>",
+            "[INST]",
+            "[/INST]",
+            "[",
+            "INST]",
+            "<<SYS>>",
+            "<</SYS>>",
+            "<s>",
+            "</s>",
+            "Human:",
+            "Assistant:",
+            "\n\nHuman:",
+            "\n\nAssistant:",
+            "User:",
+            "Bot:",
+            "\nUser:",
+            "\nBot:",
+            "</document>",
+            "</documents>",
+            "<document ",
+            "</document_content>",
+            "{{system}}",
+            "{{question}}",
+            "{{#if x}}",
+            "}}",
+            "\u{200B}",
+        ];
+        prop_oneof![
+            prop::sample::select(PIECES).prop_map(str::to_owned),
+            any::<String>().prop_map(|s| s.chars().take(12).collect()),
+        ]
+    }
+
+    fn untrusted() -> impl Strategy<Value = String> {
+        prop::collection::vec(fragment(), 0..10).prop_map(|parts| parts.concat())
+    }
+
+    /// The same structure with nothing that could be a marker.
+    fn harmless(s: &str) -> String {
+        if s.trim().is_empty() {
+            s.to_owned()
+        } else {
+            "x".to_owned()
+        }
+    }
+
+    fn render_all(family: ModelFamily, texts: &[String]) -> Prompt {
+        let passages = vec![
+            Passage::new("p1", texts[0].clone())
+                .with_title(texts[1].clone())
+                .with_uri(texts[2].clone()),
+            Passage::new("p2", texts[3].clone()),
+        ];
+        let history = vec![
+            Turn::new(texts[4].clone(), texts[5].clone()),
+            Turn::new(texts[6].clone(), texts[7].clone()),
+        ];
+        let question = if texts[8].trim().is_empty() {
+            "q"
+        } else {
+            &texts[8]
+        };
+        let input = PromptInput {
+            question,
+            passages: &passages,
+            history: &history,
+        };
+        template_for(family)
+            .render(&input, &TokenBudget::new(1_000_000, 4_096, 0))
+            .expect("everything fits")
+            .prompt
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        /// For arbitrary untrusted text, every family renders without panicking and the
+        /// prompt holds exactly the markers the same prompt holds with harmless text.
+        #[test]
+        fn arbitrary_text_never_adds_a_marker(texts in prop::collection::vec(untrusted(), 9)) {
+            let clean: Vec<String> = texts.iter().map(|t| harmless(t)).collect();
+            for family in ModelFamily::ALL {
+                let attacked = render_all(family, &texts);
+                let expected = census(family, &render_all(family, &clean));
+                prop_assert_eq!(census(family, &attacked), expected, "{} {:?}", family, attacked);
+            }
+        }
+    }
+}

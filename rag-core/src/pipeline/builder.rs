@@ -7,6 +7,7 @@ use super::{Inner, Pipeline};
 use crate::error::{Error, Result};
 use crate::generator::Generator;
 use crate::history::HistoryStore;
+use crate::model::ModelProfile;
 use crate::prompt::PromptTemplate;
 use crate::retriever::Retriever;
 use crate::types::GenerationParams;
@@ -50,6 +51,41 @@ impl Default for Timeouts {
     }
 }
 
+/// The settings of a pipeline, kept as the builder set them.
+#[derive(Debug, Clone)]
+pub(super) struct Settings {
+    pub(super) history_turns: usize,
+    pub(super) top_k: usize,
+    pub(super) params: GenerationParams,
+    pub(super) context_window: usize,
+    pub(super) max_output_tokens: Option<usize>,
+    pub(super) reserve: usize,
+    pub(super) timeouts: Timeouts,
+    pub(super) retry: RetryPolicy,
+    pub(super) save_retry: RetryPolicy,
+    pub(super) on_history_error: HistoryFailurePolicy,
+    pub(super) max_question_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            history_turns: 10,
+            top_k: 10,
+            params: GenerationParams::default(),
+            context_window: 8_192,
+            max_output_tokens: None,
+            reserve: 64,
+            timeouts: Timeouts::default(),
+            retry: RetryPolicy::default(),
+            save_retry: RetryPolicy::attempts(3)
+                .with_backoff(Duration::from_millis(50), Duration::from_secs(1)),
+            on_history_error: HistoryFailurePolicy::default(),
+            max_question_bytes: 16 * 1024,
+        }
+    }
+}
+
 /// Builds a [`Pipeline`]; configuration mistakes fail at [`PipelineBuilder::build`].
 #[derive(Debug)]
 #[must_use]
@@ -59,16 +95,7 @@ pub struct PipelineBuilder {
     retriever: Option<Arc<dyn Retriever>>,
     history: Option<Arc<dyn HistoryStore>>,
     dead_letters: Arc<dyn DeadLetterSink>,
-    history_turns: usize,
-    top_k: usize,
-    params: GenerationParams,
-    context_window: usize,
-    reserve: usize,
-    timeouts: Timeouts,
-    retry: RetryPolicy,
-    save_retry: RetryPolicy,
-    on_history_error: HistoryFailurePolicy,
-    max_question_bytes: usize,
+    settings: Settings,
 }
 
 impl Default for PipelineBuilder {
@@ -79,17 +106,7 @@ impl Default for PipelineBuilder {
             retriever: None,
             history: None,
             dead_letters: Arc::new(TracingDeadLetters),
-            history_turns: 10,
-            top_k: 10,
-            params: GenerationParams::default(),
-            context_window: 8_192,
-            reserve: 64,
-            timeouts: Timeouts::default(),
-            retry: RetryPolicy::default(),
-            save_retry: RetryPolicy::attempts(3)
-                .with_backoff(Duration::from_millis(50), Duration::from_secs(1)),
-            on_history_error: HistoryFailurePolicy::default(),
-            max_question_bytes: 16 * 1024,
+            settings: Settings::default(),
         }
     }
 }
@@ -130,57 +147,69 @@ impl PipelineBuilder {
 
     /// How many earlier turns to load per ask (default 10; 0 loads none).
     pub fn with_history_turns(mut self, turns: usize) -> Self {
-        self.history_turns = turns;
+        self.settings.history_turns = turns;
         self
     }
 
     /// How many passages to retrieve per ask (default 10).
     pub fn with_top_k(mut self, top_k: usize) -> Self {
-        self.top_k = top_k;
+        self.settings.top_k = top_k;
         self
     }
 
     /// Default inference settings, which an [`crate::Ask`] may override.
     pub fn with_params(mut self, params: GenerationParams) -> Self {
-        self.params = params;
+        self.settings.params = params;
         self
     }
 
     /// The model's context window and a safety reserve, in tokens (default 8,192 and 64). The
     /// prompt budget of an ask is `context_window - max_tokens - reserve`.
     pub fn with_context_window(mut self, context_window: usize, reserve: usize) -> Self {
-        self.context_window = context_window;
-        self.reserve = reserve;
+        self.settings.context_window = context_window;
+        self.settings.reserve = reserve;
+        self
+    }
+
+    /// The model's limits from its profile: the context window, and the longest answer it may
+    /// give (asks whose `max_tokens` exceed it fail with [`Error::InvalidInput`] before any
+    /// call). Without a template set, the family's default template is used.
+    pub fn with_model_profile(mut self, profile: ModelProfile) -> Self {
+        self.settings.context_window = profile.context_window;
+        self.settings.max_output_tokens = Some(profile.max_output_tokens);
+        if self.template.is_none() {
+            self.template = Some(Arc::from(crate::prompt::template_for(profile.family)));
+        }
         self
     }
 
     /// All stage time limits at once.
     pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
-        self.timeouts = timeouts;
+        self.settings.timeouts = timeouts;
         self
     }
 
     /// Retries of model calls that fail before their first token.
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
+        self.settings.retry = retry;
         self
     }
 
     /// Retries of saving a finished turn (default 3 attempts, 50 ms to 1 s backoff).
     pub fn with_save_retry(mut self, retry: RetryPolicy) -> Self {
-        self.save_retry = retry;
+        self.settings.save_retry = retry;
         self
     }
 
     /// What to do when the history cannot be loaded.
     pub fn on_history_error(mut self, policy: HistoryFailurePolicy) -> Self {
-        self.on_history_error = policy;
+        self.settings.on_history_error = policy;
         self
     }
 
     /// The longest question accepted, in bytes (default 16 KiB).
     pub fn with_max_question_bytes(mut self, bytes: usize) -> Self {
-        self.max_question_bytes = bytes;
+        self.settings.max_question_bytes = bytes;
         self
     }
 
@@ -192,22 +221,32 @@ impl PipelineBuilder {
         let template = self
             .template
             .ok_or_else(|| Error::config("a prompt template is required (with_template)"))?;
-        if self.retriever.is_some() && !(1..=Self::MAX_TOP_K).contains(&self.top_k) {
+        let settings = self.settings;
+        if self.retriever.is_some() && !(1..=Self::MAX_TOP_K).contains(&settings.top_k) {
             return Err(Error::config(format!(
                 "top_k {} is outside 1..={}",
-                self.top_k,
+                settings.top_k,
                 Self::MAX_TOP_K
             )));
         }
-        if self.max_question_bytes == 0 {
+        if settings.max_question_bytes == 0 {
             return Err(Error::config("max_question_bytes must be at least 1"));
         }
-        self.params
+        settings
+            .params
             .validate()
             .map_err(|e| Error::config(format!("default params: {e}")))?;
-        self.retry.validate()?;
-        self.save_retry.validate()?;
-        let t = self.timeouts;
+        if let Some(max) = settings.max_output_tokens {
+            if settings.params.max_tokens as usize > max {
+                return Err(Error::config(format!(
+                    "default params: max_tokens {} exceeds the model's {max}",
+                    settings.params.max_tokens
+                )));
+            }
+        }
+        settings.retry.validate()?;
+        settings.save_retry.validate()?;
+        let t = settings.timeouts;
         for (name, limit) in [
             ("retrieval", t.retrieval),
             ("history", t.history),
@@ -221,11 +260,11 @@ impl PipelineBuilder {
                 )));
             }
         }
-        let budget = crate::prompt::TokenBudget::new(self.context_window, 0, self.reserve);
-        if budget.prompt_tokens() <= self.params.max_tokens as usize {
+        let budget = crate::prompt::TokenBudget::new(settings.context_window, 0, settings.reserve);
+        if budget.prompt_tokens() <= settings.params.max_tokens as usize {
             return Err(Error::config(format!(
                 "context window {} leaves no room for a prompt after max_tokens {} and reserve {}",
-                self.context_window, self.params.max_tokens, self.reserve
+                settings.context_window, settings.params.max_tokens, settings.reserve
             )));
         }
         Ok(Pipeline {
@@ -235,16 +274,7 @@ impl PipelineBuilder {
                 retriever: self.retriever,
                 history: self.history,
                 dead_letters: self.dead_letters,
-                history_turns: self.history_turns,
-                top_k: self.top_k,
-                params: self.params,
-                context_window: self.context_window,
-                reserve: self.reserve,
-                timeouts: self.timeouts,
-                retry: self.retry,
-                save_retry: self.save_retry,
-                on_history_error: self.on_history_error,
-                max_question_bytes: self.max_question_bytes,
+                settings,
                 tasks: tokio_util::task::TaskTracker::new(),
             }),
         })

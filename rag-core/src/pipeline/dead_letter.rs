@@ -10,7 +10,7 @@ use crate::forward::forward_async_trait;
 /// saved, so that nothing fails silently (the dead-letter queue of the reference architecture).
 ///
 /// Delivery runs in a background task of the pipeline, so a slow sink never delays the error
-/// the user sees; [`crate::Pipeline::shutdown`] waits for deliveries in flight.
+/// the user sees; [`crate::Pipeline::flush`] waits for deliveries in flight.
 #[async_trait]
 pub trait DeadLetterSink: Send + Sync + Debug {
     /// Takes one dead letter. A sink that can fail should retry or log on its own.

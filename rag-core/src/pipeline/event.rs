@@ -22,10 +22,11 @@ pub enum Event {
     Usage(Usage),
     /// Something went wrong that did not stop the answer.
     Warning(Warning),
-    /// The answer is complete (and its turn is saved unless a warning said otherwise).
-    Done(Summary),
+    /// The answer is complete (and its turn is saved unless a warning said otherwise). Boxed,
+    /// like `Error`, so the events that stream by the thousand stay small.
+    Done(Box<Summary>),
     /// The ask failed; nothing was saved.
-    Error(Failure),
+    Error(Box<Failure>),
 }
 
 impl Event {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::{Stream, StreamExt};
 
+use super::detach::FinishOnDrop;
 use super::event::{DeadLetter, Dropped, Event, Failure, Summary, Timings, Warning};
 use super::{Ask, HistoryFailurePolicy, Inner};
 use crate::error::{Error, Result, Stage};
@@ -51,7 +52,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         };
         let history = match history.0 {
             Ok(turns) => turns,
-            Err(error) => match inner.on_history_error {
+            Err(error) => match inner.settings.on_history_error {
                 HistoryFailurePolicy::Fail => {
                     yield inner.fail(&ask, Stage::History, error, String::new());
                     return;
@@ -67,7 +68,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         }
 
         let prompt_started = Instant::now();
-        let budget = TokenBudget::new(inner.context_window, params.max_tokens as usize, inner.reserve);
+        let budget = TokenBudget::new(inner.settings.context_window, params.max_tokens as usize, inner.settings.reserve);
         let input = PromptInput { question: &ask.question, passages: &passages, history: &history };
         let rendered = match inner.template.render(&input, &budget) {
             Ok(rendered) => rendered,
@@ -84,7 +85,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         yield Event::Sources(citations(&passages, &rendered.passages_kept));
 
         let generation_started = Instant::now();
-        let (mut chunks, attempts) = match inner.first_chunk(&rendered.prompt, &params).await {
+        let (mut chunks, prelude, attempts) = match inner.first_chunk(&rendered.prompt, &params).await {
             Ok(started) => started,
             Err(error) => {
                 yield inner.fail(&ask, Stage::Generation, error, String::new());
@@ -96,9 +97,12 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         let mut answer = String::new();
         let mut usage: Option<Usage> = None;
         let mut stop_reason: Option<StopReason> = None;
-        let mut idle = IdleTimer::new(inner.timeouts.idle);
+        let mut idle = IdleTimer::new(inner.settings.timeouts.idle);
+        let mut prelude = prelude.into_iter();
         loop {
-            let next = match idle.next(&mut chunks).await {
+            let next = match prelude.next() {
+                Some(chunk) => chunk,
+                None => match idle.next(&mut chunks).await {
                 Ok(Some(Ok(chunk))) => chunk,
                 Ok(None) => break,
                 Ok(Some(Err(error))) | Err(error) => {
@@ -106,7 +110,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
                     yield inner.fail(&ask, Stage::Generation, error, answer);
                     return;
                 }
-            };
+            }};
             match next {
                 Chunk::Text(text) => {
                     if !text.is_empty() {
@@ -129,19 +133,16 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
             let save_started = Instant::now();
             let turn = Turn { id: turn_id, question: ask.question.clone(), answer: answer.clone(), created_at };
             // The answer is complete, so the turn is saved even if the caller stops listening
-            // now: the save runs as a tracked task and the stream only waits for its outcome.
-            let save = inner.tasks.spawn(save_turn(Arc::clone(&inner), store, ask.session.clone(), turn));
-            match save.await {
-                Ok(Ok(())) => saved = true,
-                Ok(Err(error)) => yield Event::Warning(Warning::TurnNotSaved(error)),
-                Err(join) => yield Event::Warning(Warning::TurnNotSaved(
-                    Error::history(format!("the save task ended abnormally: {join}"), false),
-                )),
+            // now: dropped midway, the save finishes in a tracked task.
+            let save = save_turn(Arc::clone(&inner), store, ask.session.clone(), turn);
+            match FinishOnDrop::new(save, inner.tasks.clone()).await {
+                Ok(()) => saved = true,
+                Err(error) => yield Event::Warning(Warning::TurnNotSaved(error)),
             }
             timings.save = save_started.elapsed();
         }
         timings.total = started.elapsed();
-        yield Event::Done(Summary { turn_id, answer, stop_reason, usage, timings, dropped, attempts, saved });
+        yield Event::Done(Box::new(Summary { turn_id, answer, stop_reason, usage, timings, dropped, attempts, saved }));
     }
 }
 
@@ -151,17 +152,17 @@ impl Inner {
         if ask.question.trim().is_empty() {
             return Err(Error::invalid_input("question", "must not be empty"));
         }
-        if ask.question.len() > self.max_question_bytes {
+        if ask.question.len() > self.settings.max_question_bytes {
             return Err(Error::invalid_input(
                 "question",
                 format!(
                     "is {} bytes, the limit is {}",
                     ask.question.len(),
-                    self.max_question_bytes
+                    self.settings.max_question_bytes
                 ),
             ));
         }
-        let top_k = ask.top_k.unwrap_or(self.top_k);
+        let top_k = ask.top_k.unwrap_or(self.settings.top_k);
         if !(1..=super::PipelineBuilder::MAX_TOP_K).contains(&top_k) {
             return Err(Error::invalid_input(
                 "top_k",
@@ -171,19 +172,30 @@ impl Inner {
                 ),
             ));
         }
-        let params = ask.params.clone().unwrap_or_else(|| self.params.clone());
+        let params = ask
+            .params
+            .clone()
+            .unwrap_or_else(|| self.settings.params.clone());
         params.validate()?;
+        if let Some(max) = self.settings.max_output_tokens {
+            if params.max_tokens as usize > max {
+                return Err(Error::invalid_input(
+                    "params.max_tokens",
+                    format!("{} exceeds the model's limit of {max}", params.max_tokens),
+                ));
+            }
+        }
         let budget = TokenBudget::new(
-            self.context_window,
+            self.settings.context_window,
             params.max_tokens as usize,
-            self.reserve,
+            self.settings.reserve,
         );
         if budget.prompt_tokens() == 0 {
             return Err(Error::invalid_input(
                 "params.max_tokens",
                 format!(
                     "{} leaves no room for a prompt in a {}-token context window",
-                    params.max_tokens, self.context_window
+                    params.max_tokens, self.settings.context_window
                 ),
             ));
         }
@@ -192,11 +204,11 @@ impl Inner {
 
     async fn load_history(&self, session: &SessionId) -> Result<Vec<crate::types::Turn>> {
         match &self.history {
-            Some(store) if self.history_turns > 0 => {
+            Some(store) if self.settings.history_turns > 0 => {
                 within(
-                    self.timeouts.history,
+                    self.settings.timeouts.history,
                     Stage::History,
-                    store.load(session, self.history_turns),
+                    store.load(session, self.settings.history_turns),
                 )
                 .await
             }
@@ -215,7 +227,7 @@ impl Inner {
             user: ask.user.clone(),
         };
         let mut retrieved = within(
-            self.timeouts.retrieval,
+            self.settings.timeouts.retrieval,
             Stage::Retrieval,
             retriever.retrieve_with_warnings(&req),
         )
@@ -225,37 +237,41 @@ impl Inner {
     }
 
     /// Starts the model call and waits for its first text, retrying failures that are
-    /// retryable. Returns the whole stream (what was read first included) and the attempts
-    /// made.
+    /// retryable. Returns the stream, the chunks read from it up to and including the first
+    /// text, and the attempts made.
     async fn first_chunk(
         &self,
         prompt: &Prompt,
         params: &GenerationParams,
-    ) -> Result<(ChunkStream, u32)> {
+    ) -> Result<(ChunkStream, Vec<Chunk>, u32)> {
         let mut attempt = 1;
         loop {
-            let started = within(self.timeouts.first_token, Stage::Generation, async {
-                let mut chunks = self.generator.generate(prompt, params).await?;
-                // Usage or a stop reason may come before any text; a failure then is still a
-                // failure before the first token, so keep reading up to the first text.
-                let mut prelude = Vec::new();
-                while let Some(chunk) = chunks.next().await {
-                    let is_text = matches!(chunk, Ok(Chunk::Text(_)));
-                    prelude.push(chunk?);
-                    if is_text {
-                        break;
+            let started = within(
+                self.settings.timeouts.first_token,
+                Stage::Generation,
+                async {
+                    let mut chunks = self.generator.generate(prompt, params).await?;
+                    // Usage or a stop reason may come before any text; a failure then is still a
+                    // failure before the first token, so keep reading up to the first text.
+                    let mut prelude = Vec::new();
+                    while let Some(chunk) = chunks.next().await {
+                        let is_text = matches!(chunk, Ok(Chunk::Text(_)));
+                        prelude.push(chunk?);
+                        if is_text {
+                            break;
+                        }
                     }
-                }
-                Ok(futures::stream::iter(prelude.into_iter().map(Ok))
-                    .chain(chunks)
-                    .boxed())
-            })
+                    Ok((chunks, prelude))
+                },
+            )
             .await;
             match started {
-                Ok(chunks) => return Ok((chunks, attempt)),
-                Err(error) if error.is_retryable() && attempt < self.retry.max_attempts => {
+                Ok((chunks, prelude)) => return Ok((chunks, prelude, attempt)),
+                Err(error)
+                    if error.is_retryable() && attempt < self.settings.retry.max_attempts =>
+                {
                     tracing::debug!(attempt, %error, "model call failed before its first token; retrying");
-                    tokio::time::sleep(self.retry.backoff(attempt - 1)).await;
+                    tokio::time::sleep(self.settings.retry.backoff(attempt - 1)).await;
                     attempt += 1;
                 }
                 Err(error) => return Err(error),
@@ -277,7 +293,7 @@ impl Inner {
         };
         let sink = Arc::clone(&self.dead_letters);
         self.tasks.spawn(async move { sink.send(letter).await });
-        Event::Error(failure)
+        Event::Error(Box::new(failure))
     }
 }
 
@@ -292,7 +308,7 @@ async fn save_turn(
     let mut attempt = 1;
     loop {
         match within(
-            inner.timeouts.save,
+            inner.settings.timeouts.save,
             Stage::Save,
             store.append(&session, &turn),
         )
@@ -301,8 +317,10 @@ async fn save_turn(
             Ok(()) => return Ok(()),
             // Appends are idempotent by turn id, so retrying after an unclear failure (a
             // timeout) cannot duplicate the turn.
-            Err(error) if error.is_retryable() && attempt < inner.save_retry.max_attempts => {
-                tokio::time::sleep(inner.save_retry.backoff(attempt - 1)).await;
+            Err(error)
+                if error.is_retryable() && attempt < inner.settings.save_retry.max_attempts =>
+            {
+                tokio::time::sleep(inner.settings.save_retry.backoff(attempt - 1)).await;
                 attempt += 1;
             }
             Err(error) => {

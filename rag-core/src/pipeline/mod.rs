@@ -4,6 +4,7 @@
 mod ask;
 mod builder;
 mod dead_letter;
+mod detach;
 mod event;
 mod flow;
 mod retry;
@@ -22,7 +23,6 @@ use crate::generator::Generator;
 use crate::history::HistoryStore;
 use crate::prompt::PromptTemplate;
 use crate::retriever::Retriever;
-use crate::types::GenerationParams;
 
 /// Answers questions for conversations: the whole flow of one ask, as a stream of [`Event`]s.
 ///
@@ -30,12 +30,12 @@ use crate::types::GenerationParams;
 /// driver, since stages have time limits and saves run as background tasks.
 ///
 /// ```
+/// # #[cfg(feature = "test-utils")] {
 /// # use rag_core::testing::{ScriptedGenerator, StaticRetriever, PlainTemplate};
 /// use futures::StreamExt;
 /// use rag_core::{Ask, Event, Passage, Pipeline, SessionId};
 ///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> rag_core::Result<()> {
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let pipeline = Pipeline::builder()
 ///     .with_generator(ScriptedGenerator::new(["Lambda ", "runs ", "code [1]."]))
 ///     .with_template(PlainTemplate::default())
@@ -52,7 +52,8 @@ use crate::types::GenerationParams;
 ///         _ => {}
 ///     }
 /// }
-/// # Ok(())
+/// # Ok::<(), rag_core::Error>(())
+/// # }).unwrap();
 /// # }
 /// ```
 #[derive(Debug, Clone)]
@@ -67,16 +68,7 @@ struct Inner {
     retriever: Option<Arc<dyn Retriever>>,
     history: Option<Arc<dyn HistoryStore>>,
     dead_letters: Arc<dyn DeadLetterSink>,
-    history_turns: usize,
-    top_k: usize,
-    params: GenerationParams,
-    context_window: usize,
-    reserve: usize,
-    timeouts: Timeouts,
-    retry: RetryPolicy,
-    save_retry: RetryPolicy,
-    on_history_error: HistoryFailurePolicy,
-    max_question_bytes: usize,
+    settings: builder::Settings,
     tasks: tokio_util::task::TaskTracker,
 }
 

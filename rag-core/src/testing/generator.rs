@@ -84,6 +84,7 @@ struct Script {
     stall_at: Option<usize>,
     usage: Option<Usage>,
     stop: Option<StopReason>,
+    record_prompts: bool,
 }
 
 /// A generator that streams a fixed answer, token by token, with scripted delays and failures.
@@ -111,6 +112,7 @@ impl ScriptedGenerator {
                 stall_at: None,
                 usage: None,
                 stop: Some(StopReason::EndTurn),
+                record_prompts: true,
             }),
             probe: Arc::default(),
         }
@@ -164,6 +166,12 @@ impl ScriptedGenerator {
         self.edit(|s| s.stop = stop)
     }
 
+    /// Keeps no copy of the prompts it gets (counts are still kept): for benchmarks and soaks,
+    /// where the record would grow without end.
+    pub fn without_prompt_record(self) -> Self {
+        self.edit(|s| s.record_prompts = false)
+    }
+
     /// What this generator (and its clones) saw.
     pub fn probe(&self) -> Arc<GeneratorProbe> {
         Arc::clone(&self.probe)
@@ -184,11 +192,13 @@ enum Step {
 impl Generator for ScriptedGenerator {
     async fn generate(&self, prompt: &Prompt, _params: &GenerationParams) -> Result<ChunkStream> {
         let call = self.probe.calls.fetch_add(1, Ordering::SeqCst);
-        self.probe
-            .prompts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(prompt.clone());
+        if self.script.record_prompts {
+            self.probe
+                .prompts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(prompt.clone());
+        }
         if call < self.script.fail_first {
             return Err(self.script.fail_first_error.clone());
         }

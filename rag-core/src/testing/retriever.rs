@@ -12,6 +12,7 @@ use crate::types::{Passage, RetrievalRequest};
 pub struct StaticRetriever {
     passages: Arc<[Passage]>,
     requests: Arc<Mutex<Vec<RetrievalRequest>>>,
+    record: bool,
 }
 
 impl StaticRetriever {
@@ -20,7 +21,15 @@ impl StaticRetriever {
         StaticRetriever {
             passages: passages.into(),
             requests: Arc::default(),
+            record: true,
         }
+    }
+
+    /// Keeps no copy of the requests: for benchmarks and soaks, where the record would grow
+    /// without end.
+    pub fn without_request_record(mut self) -> Self {
+        self.record = false;
+        self
     }
 
     /// `n` passages `p0`, `p1`, ... with short distinct texts and titles.
@@ -49,10 +58,12 @@ impl StaticRetriever {
 #[async_trait]
 impl Retriever for StaticRetriever {
     async fn retrieve(&self, req: &RetrievalRequest) -> Result<Vec<Passage>> {
-        self.requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(req.clone());
+        if self.record {
+            self.requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(req.clone());
+        }
         Ok(self.passages.iter().take(req.top_k).cloned().collect())
     }
 }

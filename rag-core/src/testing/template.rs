@@ -45,11 +45,11 @@ impl PromptTemplate for PlainTemplate {
             turns.push(block);
         }
         let turns_kept = turns.len();
-        let text: String = passages
-            .chars()
-            .chain(turns.iter().rev().flat_map(|t| t.chars()))
-            .chain(question.chars())
-            .collect();
+        let mut text = passages;
+        for turn in turns.iter().rev() {
+            text.push_str(turn);
+        }
+        text.push_str(&question);
         Ok(RenderedPrompt {
             token_count: text.len(),
             prompt: Prompt::Text(text),
