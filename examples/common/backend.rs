@@ -408,10 +408,6 @@ mod aws {
             }
             .with_sdk_config(&self.config)
             .build()?;
-            let mut builder = builder;
-            if let Some(profile) = profile {
-                builder = builder.with_context_window(profile.context_window, 256);
-            }
             let params = match profile {
                 Some(p) if params.max_tokens as usize > p.max_output_tokens => {
                     params.with_max_tokens(p.max_output_tokens as u32)
@@ -419,7 +415,7 @@ mod aws {
                 _ => params,
             };
             let region = self.region();
-            let (builder, what) = match generator.family() {
+            let (mut builder, what) = match generator.family() {
                 // ConverseStream takes a chat prompt for every model.
                 None => (
                     builder.with_template(ClaudeMessagesTemplate::new()),
@@ -430,6 +426,10 @@ mod aws {
                     format!("Bedrock {model} ({family} format) in {region}"),
                 ),
             };
+            if let Some(profile) = profile {
+                // The model's context window and answer limit; the template is chosen above.
+                builder = builder.with_model_profile(profile);
+            }
             Ok((builder.with_generator(generator).with_params(params), what))
         }
     }
