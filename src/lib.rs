@@ -56,3 +56,8 @@ pub use rag_kendra as kendra;
 /// Amazon DynamoDB history (feature `dynamodb`).
 #[cfg(feature = "dynamodb")]
 pub use rag_dynamodb as dynamodb;
+
+/// The README's examples, run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,617 @@
+//! The backend flags shared by the chat and WebSocket examples, and the pipeline they build.
+//!
+//! Without `--model` the pipeline is the offline one (extractive generator); with it, a
+//! Bedrock model of any family. The retriever is the local index (default), a Kendra index or
+//! a Bedrock knowledge base; the history lives in memory (default) or in DynamoDB. The AWS
+//! pieces need the crate's AWS features (`--features full`).
+
+// Shared by several examples; each uses part of it.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use clap::ValueEnum;
+use rag::memory::{ExtractiveGenerator, ExtractiveTemplate, InMemoryHistory, TantivyRetriever};
+use rag::{GenerationParams, Pipeline};
+
+use super::docs;
+
+/// Where passages come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RetrieverKind {
+    /// A local tantivy index of `--docs` (default: this project's documentation).
+    Local,
+    /// An Amazon Kendra index (`--kendra-index`).
+    Kendra,
+    /// An Amazon Bedrock knowledge base (`--knowledge-base`).
+    Kb,
+    /// No retriever: a plain ask-the-model bot.
+    None,
+}
+
+/// Where the conversation history is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum HistoryKind {
+    /// In this process.
+    Memory,
+    /// An Amazon DynamoDB table (`--table`).
+    Dynamodb,
+}
+
+/// The flags that choose the backends.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct BackendArgs {
+    /// A Bedrock model id or inference-profile id; its family (Claude, Llama, Titan,
+    /// Mistral) and prompt format come from the id.
+    #[arg(long, value_name = "MODEL_ID")]
+    pub(crate) model: Option<String>,
+    /// Call ConverseStream instead of the family's native API (any chat model on Bedrock).
+    #[arg(long)]
+    pub(crate) converse: bool,
+    /// Where passages come from.
+    #[arg(long, value_enum, default_value_t = RetrieverKind::Local)]
+    pub(crate) retriever: RetrieverKind,
+    /// Folders of Markdown and text files for the local index (repeatable; default: this
+    /// project's documentation).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) docs: Vec<PathBuf>,
+    /// The Kendra index id, for `--retriever kendra`.
+    #[arg(long, value_name = "ID")]
+    pub(crate) kendra_index: Option<String>,
+    /// The knowledge base id, for `--retriever kb`.
+    #[arg(long, value_name = "ID")]
+    pub(crate) knowledge_base: Option<String>,
+    /// Where the conversation history is kept.
+    #[arg(long, value_enum, default_value_t = HistoryKind::Memory)]
+    pub(crate) history: HistoryKind,
+    /// The DynamoDB table, for `--history dynamodb`.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) table: Option<String>,
+    /// Create the DynamoDB table (on-demand billing) if it does not exist.
+    #[arg(long)]
+    pub(crate) create_table: bool,
+    /// The AWS region (default: the AWS environment's, as the AWS CLI resolves it).
+    #[arg(long)]
+    pub(crate) region: Option<String>,
+    /// Passages retrieved per question.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) top_k: usize,
+    /// The longest answer, in tokens.
+    #[arg(long, default_value_t = 1024)]
+    pub(crate) max_tokens: u32,
+}
+
+/// A setup failure: a message for the user and the exit code.
+#[derive(Debug)]
+pub(crate) struct Fatal {
+    /// What went wrong, in plain words.
+    pub(crate) message: String,
+    /// 2 for configuration, credentials and region problems; 1 otherwise.
+    pub(crate) code: u8,
+}
+
+impl Fatal {
+    /// A configuration problem (exit code 2).
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Fatal {
+            message: message.into(),
+            code: 2,
+        }
+    }
+}
+
+impl From<rag::Error> for Fatal {
+    fn from(e: rag::Error) -> Self {
+        Fatal::config(e.to_string())
+    }
+}
+
+/// The pipeline and a one-line description of what it is made of.
+pub(crate) struct Built {
+    /// The pipeline.
+    pub(crate) pipeline: Pipeline,
+    /// For example `local index, in-memory history, extractive generator (offline)`.
+    pub(crate) description: String,
+}
+
+impl BackendArgs {
+    /// Whether any AWS service is used.
+    pub(crate) fn uses_aws(&self) -> bool {
+        self.model.is_some()
+            || matches!(self.retriever, RetrieverKind::Kendra | RetrieverKind::Kb)
+            || self.history == HistoryKind::Dynamodb
+    }
+
+    /// Checks the flags that go together, before anything is loaded.
+    fn check(&self) -> Result<(), Fatal> {
+        if self.converse && self.model.is_none() {
+            return Err(Fatal::config("--converse needs --model"));
+        }
+        if self.retriever == RetrieverKind::Kendra && self.kendra_index.is_none() {
+            return Err(Fatal::config("--retriever kendra needs --kendra-index ID"));
+        }
+        if self.retriever == RetrieverKind::Kb && self.knowledge_base.is_none() {
+            return Err(Fatal::config("--retriever kb needs --knowledge-base ID"));
+        }
+        if self.history == HistoryKind::Dynamodb && self.table.is_none() {
+            return Err(Fatal::config("--history dynamodb needs --table NAME"));
+        }
+        if self.retriever != RetrieverKind::Local && !self.docs.is_empty() {
+            return Err(Fatal::config("--docs applies to --retriever local"));
+        }
+        if self.model.is_none() && self.retriever == RetrieverKind::None {
+            return Err(Fatal::config(
+                "the offline generator answers from passages: use a retriever, or --model",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Builds the pipeline these flags describe. With AWS pieces, it first checks that a
+    /// region is set and that credentials can be found, so a missing account is reported
+    /// before the first question.
+    pub(crate) async fn build(&self) -> Result<Built, Fatal> {
+        self.check()?;
+        let mut parts = Vec::new();
+        let aws = if self.uses_aws() {
+            Some(aws::Aws::load(self.region.as_deref()).await?)
+        } else {
+            None
+        };
+        let mut builder = Pipeline::builder().with_top_k(self.top_k);
+        builder = match self.retriever {
+            RetrieverKind::Local => {
+                let index = TantivyRetriever::in_memory()?;
+                let (files, passages) =
+                    docs::index_docs(&index, &self.docs).map_err(Fatal::config)?;
+                parts.push(format!(
+                    "local index ({passages} passages from {files} files)"
+                ));
+                builder.with_retriever(index)
+            }
+            RetrieverKind::None => {
+                parts.push("no retriever".into());
+                builder
+            }
+            RetrieverKind::Kendra | RetrieverKind::Kb => {
+                let aws = aws
+                    .as_ref()
+                    .ok_or_else(|| Fatal::config("AWS is not loaded"))?;
+                let (builder, what) = aws.retriever(self, builder)?;
+                parts.push(what);
+                builder
+            }
+        };
+        builder = match self.history {
+            HistoryKind::Memory => {
+                parts.push("in-memory history".into());
+                builder.with_history(InMemoryHistory::new())
+            }
+            HistoryKind::Dynamodb => {
+                let aws = aws
+                    .as_ref()
+                    .ok_or_else(|| Fatal::config("AWS is not loaded"))?;
+                let (builder, what) = aws.history(self, builder).await?;
+                parts.push(what);
+                builder
+            }
+        };
+        let params = GenerationParams::default().with_max_tokens(self.max_tokens);
+        builder = match (&self.model, &aws) {
+            (Some(model), Some(aws)) => {
+                let (builder, what) = aws.generator(self, model, builder, params)?;
+                parts.push(what);
+                builder
+            }
+            _ => {
+                parts.push("extractive generator (offline)".into());
+                builder
+                    .with_template(ExtractiveTemplate::new())
+                    .with_generator(ExtractiveGenerator::new())
+                    .with_params(params)
+            }
+        };
+        Ok(Built {
+            pipeline: builder.build()?,
+            description: parts.join(", "),
+        })
+    }
+}
+
+/// A plain explanation of an error (its message and causes), with a hint at what usually
+/// fixes it.
+pub(crate) fn explain(error: &rag::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    let lower = text.to_ascii_lowercase();
+    let hint = if ["unrecognizedclient", "security token", "signature"]
+        .iter()
+        .any(|s| lower.contains(s))
+    {
+        Some("AWS refused the credentials: check them, and that they belong to this region's partition")
+    } else if [
+        "accessdenied",
+        "access denied",
+        "not authorized",
+        "don't have access",
+    ]
+    .iter()
+    .any(|s| lower.contains(s))
+    {
+        Some("check the IAM permissions, and that access to this model is enabled in the Bedrock console for this region")
+    } else if [
+        "dispatch failure",
+        "dns error",
+        "failed to lookup",
+        "connection refused",
+        "timed out",
+    ]
+    .iter()
+    .any(|s| lower.contains(s))
+    {
+        Some("the AWS service could not be reached: check the network and that the region is right and offers the service")
+    } else if [
+        "resourcenotfound",
+        "not found",
+        "model identifier is invalid",
+    ]
+    .iter()
+    .any(|s| lower.contains(s))
+    {
+        Some("check the id (model, index, knowledge base or table) and that it exists in this region")
+    } else {
+        None
+    };
+    match hint {
+        Some(hint) => format!("{text}\nhint: {hint}"),
+        None => text,
+    }
+}
+
+#[cfg(all(
+    feature = "bedrock",
+    feature = "knowledge-bases",
+    feature = "kendra",
+    feature = "dynamodb"
+))]
+mod aws {
+    //! The AWS pieces.
+
+    use std::time::Duration;
+
+    use rag::bedrock::sdk::aws_config::{self, BehaviorVersion, Region, SdkConfig};
+    use rag::bedrock::sdk::bedrockruntime::config::ProvideCredentials;
+    use rag::bedrock::{BedrockGenerator, KnowledgeBaseRetriever};
+    use rag::dynamodb::DynamoDbHistory;
+    use rag::kendra::KendraRetriever;
+    use rag::prompt::{template_for, ClaudeMessagesTemplate};
+    use rag::{GenerationParams, ModelProfile, PipelineBuilder};
+
+    use super::{BackendArgs, Fatal, RetrieverKind};
+
+    /// The AWS configuration, checked.
+    pub(super) struct Aws {
+        config: SdkConfig,
+    }
+
+    impl Aws {
+        /// Loads the AWS configuration and checks that it has a region and credentials.
+        pub(super) async fn load(region: Option<&str>) -> Result<Self, Fatal> {
+            let mut loader = aws_config::defaults(BehaviorVersion::latest());
+            if let Some(region) = region {
+                loader = loader.region(Region::new(region.to_string()));
+            }
+            let config = loader.load().await;
+            let Some(region) = config.region() else {
+                return Err(Fatal::config(
+                    "no AWS region: pass --region, set AWS_REGION, or set a region in your AWS profile",
+                ));
+            };
+            check_region(region.as_ref())?;
+            let Some(provider) = config.credentials_provider() else {
+                return Err(Fatal::config("no AWS credentials provider is configured"));
+            };
+            match tokio::time::timeout(Duration::from_secs(15), provider.provide_credentials())
+                .await
+            {
+                Ok(Ok(_)) => Ok(Aws { config }),
+                Ok(Err(e)) => Err(Fatal::config(format!(
+                    "no AWS credentials were found ({e}). Set AWS_ACCESS_KEY_ID and \
+                     AWS_SECRET_ACCESS_KEY, choose a profile with AWS_PROFILE, or sign in with \
+                     `aws sso login`."
+                ))),
+                Err(_) => Err(Fatal::config(
+                    "looking for AWS credentials took longer than 15 s; check your AWS profile",
+                )),
+            }
+        }
+
+        /// The region in use.
+        pub(super) fn region(&self) -> String {
+            self.config
+                .region()
+                .map(|r| r.to_string())
+                .unwrap_or_default()
+        }
+
+        pub(super) fn retriever(
+            &self,
+            args: &BackendArgs,
+            builder: PipelineBuilder,
+        ) -> Result<(PipelineBuilder, String), Fatal> {
+            Ok(match args.retriever {
+                RetrieverKind::Kendra => {
+                    let id = args.kendra_index.clone().unwrap_or_default();
+                    let retriever = KendraRetriever::builder()
+                        .with_sdk_config(&self.config)
+                        .with_index_id(id.clone())
+                        .build()?;
+                    (
+                        builder.with_retriever(retriever),
+                        format!("Kendra index {id}"),
+                    )
+                }
+                _ => {
+                    let id = args.knowledge_base.clone().unwrap_or_default();
+                    let retriever = KnowledgeBaseRetriever::builder(id.clone())
+                        .with_sdk_config(&self.config)
+                        .build()?;
+                    (
+                        builder.with_retriever(retriever),
+                        format!("knowledge base {id}"),
+                    )
+                }
+            })
+        }
+
+        pub(super) async fn history(
+            &self,
+            args: &BackendArgs,
+            builder: PipelineBuilder,
+        ) -> Result<(PipelineBuilder, String), Fatal> {
+            let table = args.table.clone().unwrap_or_default();
+            let history = DynamoDbHistory::builder(table.clone())
+                .with_sdk_config(&self.config)
+                .build()?;
+            if args.create_table {
+                history.create_table_if_missing().await.map_err(|e| Fatal {
+                    message: format!("cannot create table {table}: {}", super::explain(&e)),
+                    code: 1,
+                })?;
+            }
+            Ok((
+                builder.with_history(history),
+                format!("DynamoDB table {table}"),
+            ))
+        }
+
+        pub(super) fn generator(
+            &self,
+            args: &BackendArgs,
+            model: &str,
+            builder: PipelineBuilder,
+            params: GenerationParams,
+        ) -> Result<(PipelineBuilder, String), Fatal> {
+            let profile = ModelProfile::for_model_id(model).ok();
+            let generator = if args.converse {
+                BedrockGenerator::converse(model)
+            } else {
+                BedrockGenerator::builder(model)
+            }
+            .with_sdk_config(&self.config)
+            .build()?;
+            let params = match profile {
+                Some(p) if params.max_tokens as usize > p.max_output_tokens => {
+                    params.with_max_tokens(p.max_output_tokens as u32)
+                }
+                _ => params,
+            };
+            let region = self.region();
+            let (mut builder, what) = match generator.family() {
+                // ConverseStream takes a chat prompt for every model.
+                None => (
+                    builder.with_template(ClaudeMessagesTemplate::new()),
+                    format!("Bedrock {model} through ConverseStream in {region}"),
+                ),
+                Some(family) => (
+                    builder.with_template(template_for(family)),
+                    format!("Bedrock {model} ({family} format) in {region}"),
+                ),
+            };
+            if let Some(profile) = profile {
+                // The model's context window and answer limit; the template is chosen above.
+                builder = builder.with_model_profile(profile);
+            }
+            Ok((builder.with_generator(generator).with_params(params), what))
+        }
+    }
+
+    /// Refuses a region that is not shaped like one (`us-east-1`, `eu-central-2`, ...).
+    fn check_region(region: &str) -> Result<(), Fatal> {
+        let parts: Vec<&str> = region.split('-').collect();
+        let shaped = parts.len() >= 3
+            && parts[0].len() == 2
+            && parts.iter().all(|p| {
+                !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            })
+            && parts
+                .last()
+                .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()));
+        if shaped {
+            Ok(())
+        } else {
+            Err(Fatal::config(format!(
+                "`{region}` is not an AWS region (regions look like us-east-1 or eu-west-3)"
+            )))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn regions_are_checked_by_shape() {
+            for ok in [
+                "us-east-1",
+                "eu-central-2",
+                "ap-southeast-4",
+                "us-gov-west-1",
+            ] {
+                assert!(super::check_region(ok).is_ok(), "{ok}");
+            }
+            for bad in [
+                "us-east",
+                "useast1",
+                "US-EAST-1",
+                "us-east1",
+                "",
+                "eu-west-x",
+            ] {
+                let err = super::check_region(bad).expect_err(bad);
+                assert!(
+                    err.message.contains("is not an AWS region"),
+                    "{}",
+                    err.message
+                );
+            }
+        }
+    }
+}
+
+#[cfg(not(all(
+    feature = "bedrock",
+    feature = "knowledge-bases",
+    feature = "kendra",
+    feature = "dynamodb"
+)))]
+mod aws {
+    //! Built without the AWS features: every AWS flag is refused with the way to enable them.
+
+    use rag::{GenerationParams, PipelineBuilder};
+
+    use super::{BackendArgs, Fatal};
+
+    const MISSING: &str = "this example was built without the AWS features; build it with \
+                           `--features full` to use Bedrock, Kendra, knowledge bases or DynamoDB";
+
+    pub(super) struct Aws;
+
+    impl Aws {
+        pub(super) async fn load(_region: Option<&str>) -> Result<Self, Fatal> {
+            Err(Fatal::config(MISSING))
+        }
+
+        pub(super) fn retriever(
+            &self,
+            _args: &BackendArgs,
+            _builder: PipelineBuilder,
+        ) -> Result<(PipelineBuilder, String), Fatal> {
+            Err(Fatal::config(MISSING))
+        }
+
+        pub(super) async fn history(
+            &self,
+            _args: &BackendArgs,
+            _builder: PipelineBuilder,
+        ) -> Result<(PipelineBuilder, String), Fatal> {
+            Err(Fatal::config(MISSING))
+        }
+
+        pub(super) fn generator(
+            &self,
+            _args: &BackendArgs,
+            _model: &str,
+            _builder: PipelineBuilder,
+            _params: GenerationParams,
+        ) -> Result<(PipelineBuilder, String), Fatal> {
+            Err(Fatal::config(MISSING))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        backend: BackendArgs,
+    }
+
+    fn check(argv: &[&str]) -> Result<(), String> {
+        let cli = Cli::try_parse_from(std::iter::once("test").chain(argv.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.backend.check().map_err(|f| {
+            assert_eq!(f.code, 2);
+            f.message
+        })
+    }
+
+    #[test]
+    fn flags_that_go_together_are_checked_before_anything_loads() {
+        assert_eq!(check(&[]), Ok(()));
+        assert_eq!(check(&["--model", "m", "--retriever", "none"]), Ok(()));
+        for (argv, expected) in [
+            (&["--converse"][..], "--converse needs --model"),
+            (
+                &["--retriever", "kendra"],
+                "--retriever kendra needs --kendra-index ID",
+            ),
+            (
+                &["--retriever", "kb"],
+                "--retriever kb needs --knowledge-base ID",
+            ),
+            (
+                &["--history", "dynamodb"],
+                "--history dynamodb needs --table NAME",
+            ),
+            (
+                &[
+                    "--retriever",
+                    "kendra",
+                    "--kendra-index",
+                    "i",
+                    "--docs",
+                    "d",
+                ],
+                "--docs applies to --retriever local",
+            ),
+            (
+                &["--retriever", "none"],
+                "the offline generator answers from passages",
+            ),
+        ] {
+            let message = check(argv).expect_err("refused");
+            assert!(message.starts_with(expected), "{argv:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn explain_adds_the_causes_and_a_hint() {
+        let cause = std::io::Error::other("dns error: failed to lookup address");
+        let error = rag::Error::generation("dispatch failure", true).with_source(cause);
+        let text = explain(&error);
+        assert!(
+            text.starts_with(
+                "generation failed: dispatch failure: dns error: failed to lookup address\nhint: the AWS service could not be reached"
+            ),
+            "{text}"
+        );
+        let denied = rag::Error::retrieval("AccessDeniedException: not allowed", false);
+        assert!(explain(&denied).contains("hint: check the IAM permissions"));
+        let plain = rag::Error::invalid_input("question", "must not be empty");
+        assert_eq!(explain(&plain), "invalid question: must not be empty");
+    }
+}
