@@ -7,7 +7,9 @@ use super::event::Event;
 use crate::error::Result;
 
 /// The events of one ask (see [`Event`] for their order). Lazy: nothing happens until it is
-/// polled. Dropping it cancels the ask: the model call is dropped and nothing is saved.
+/// polled. Dropping it before the answer is complete cancels the ask: the model call is
+/// dropped and nothing is saved. Once the answer is complete, its turn is saved even if the
+/// stream is dropped during the save ([`crate::Pipeline::flush`] waits for it).
 #[must_use = "an AnswerStream does nothing unless polled"]
 pub struct AnswerStream {
     inner: BoxStream<'static, Event>,
