@@ -1,70 +1,21 @@
 //! End to end: the rag-core Pipeline with a BedrockGenerator pointed at the loopback server
 //! streams a full answer for every family, and through ConverseStream.
 //!
-//! The family prompt templates live in rag-core's prompt module (written in parallel); until
-//! they land here, text families use `PlainTemplate` (wrapped in Human/Assistant for legacy
-//! Claude) and Claude/Converse use the small chat template below. Swap in `Llama3Template` and friends when they are available.
+//! Each family renders with its own rag-core template (`template_for`); ConverseStream takes
+//! the Claude Messages chat prompt.
 
 mod support;
 
 use futures::StreamExt;
 use rag_bedrock::BedrockGenerator;
-use rag_core::testing::{PlainTemplate, StaticRetriever};
+use rag_core::testing::StaticRetriever;
 use rag_core::{
-    Ask, Error, Event, Message, ModelFamily, Pipeline, Prompt, PromptInput, PromptTemplate,
-    RenderedPrompt, Result, SessionId, StopReason, TokenBudget, Usage,
+    template_for, Ask, ClaudeMessagesTemplate, Event, ModelFamily, Pipeline, SessionId, StopReason,
+    Usage,
 };
 use serde_json::json;
 use support::families::{self, PIECES};
 use support::{chunk, client, converse_event, Reply, TestServer};
-
-/// A chat template for tests: the numbered passages in the system text, the question as the
-/// one user message. Counts one token per byte.
-#[derive(Debug)]
-struct ChatTestTemplate;
-
-impl PromptTemplate for ChatTestTemplate {
-    fn render(&self, input: &PromptInput<'_>, budget: &TokenBudget) -> Result<RenderedPrompt> {
-        let system: String = input
-            .passages
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("[{}] {}\n", i + 1, p.text))
-            .collect();
-        let size = system.len() + input.question.len();
-        if size > budget.prompt_tokens() {
-            return Err(Error::ContextOverflow {
-                needed: size,
-                budget: budget.prompt_tokens(),
-            });
-        }
-        Ok(RenderedPrompt {
-            prompt: Prompt::Chat {
-                system: Some(system),
-                messages: vec![Message::user(input.question)],
-            },
-            passages_kept: (0..input.passages.len()).collect(),
-            passages_dropped: Vec::new(),
-            turns_kept: 0,
-            turns_dropped: input.history.len(),
-            token_count: size,
-        })
-    }
-}
-
-/// `PlainTemplate`'s text inside a legacy Claude Human/Assistant dialogue.
-#[derive(Debug)]
-struct ClaudeTextTestTemplate;
-
-impl PromptTemplate for ClaudeTextTestTemplate {
-    fn render(&self, input: &PromptInput<'_>, budget: &TokenBudget) -> Result<RenderedPrompt> {
-        let mut rendered = PlainTemplate::default().render(input, budget)?;
-        if let Prompt::Text(text) = &rendered.prompt {
-            rendered.prompt = Prompt::Text(format!("\n\nHuman: {text}\n\nAssistant:"));
-        }
-        Ok(rendered)
-    }
-}
 
 fn pipeline(generator: BedrockGenerator, family: Option<ModelFamily>) -> Pipeline {
     let builder = Pipeline::builder()
@@ -73,10 +24,9 @@ fn pipeline(generator: BedrockGenerator, family: Option<ModelFamily>) -> Pipelin
         .with_top_k(3)
         .with_params(families::params());
     let builder = match family {
-        // Converse and Claude Messages take chat prompts.
-        None | Some(ModelFamily::Claude) => builder.with_template(ChatTestTemplate),
-        Some(ModelFamily::ClaudeText) => builder.with_template(ClaudeTextTestTemplate),
-        Some(_) => builder.with_template(PlainTemplate::default()),
+        Some(family) => builder.with_template(template_for(family)),
+        // ConverseStream takes a chat prompt.
+        None => builder.with_template(ClaudeMessagesTemplate::new()),
     };
     builder.build().unwrap()
 }
@@ -127,18 +77,39 @@ async fn the_pipeline_streams_a_full_answer_for_every_family() {
             },
             case.family.name(),
         );
-        // The rendered prompt, passages included, reached Bedrock in the family's body.
+        // The family's rendered prompt, numbered passages included, reached Bedrock.
         let body = server.requests()[0].json();
         let prompt_text = match case.family {
-            ModelFamily::Claude => body["system"].as_str().unwrap().to_owned(),
+            ModelFamily::Claude => body["messages"][0].to_string(),
             ModelFamily::TitanText => body["inputText"].as_str().unwrap().to_owned(),
             _ => body["prompt"].as_str().unwrap().to_owned(),
         };
+        let second = match case.family {
+            ModelFamily::Claude => r#"<document index=\"2\">"#,
+            _ => r#"<document index="2">"#,
+        };
         assert!(
-            prompt_text.contains("[2] Passage 1 text."),
+            prompt_text.contains(second) && prompt_text.contains("Passage 1 text."),
             "{}: {prompt_text}",
             case.family
         );
+        let opening = match case.family {
+            ModelFamily::Llama3 => {
+                Some("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n")
+            }
+            ModelFamily::Llama2 | ModelFamily::Mistral => Some("<s>[INST] "),
+            ModelFamily::ClaudeText => Some("\n\nHuman:"),
+            ModelFamily::TitanText => Some("User: "),
+            _ => None,
+        };
+        if let Some(opening) = opening {
+            assert!(
+                prompt_text.starts_with(opening)
+                    || (case.family == ModelFamily::ClaudeText && prompt_text.contains(opening)),
+                "{}: {prompt_text:?}",
+                case.family
+            );
+        }
     }
 }
 

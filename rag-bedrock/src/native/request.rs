@@ -51,11 +51,12 @@ pub(crate) fn request_body(
         }
         ModelFamily::ClaudeText => {
             let text = text_prompt(family, prompt)?;
-            // Bedrock rejects a legacy Claude prompt that is not a Human/Assistant dialogue.
-            if !text.starts_with("\n\nHuman:") || !text.trim_end().ends_with("\n\nAssistant:") {
+            // Bedrock rejects a legacy Claude prompt that is not a Human/Assistant dialogue. A
+            // system text may stand before the first `\n\nHuman:` (Claude 2.1 system prompts).
+            if !text.contains("\n\nHuman:") || !text.trim_end().ends_with("\n\nAssistant:") {
                 return Err(Error::invalid_input(
                     "prompt",
-                    "a Claude text prompt starts with \"\\n\\nHuman:\" and ends with \"\\n\\nAssistant:\"",
+                    "a Claude text prompt holds a \"\\n\\nHuman:\" turn and ends with \"\\n\\nAssistant:\"",
                 ));
             }
             body.insert("prompt".into(), json!(text));
@@ -279,6 +280,10 @@ mod tests {
     fn claude_text_prompts_must_be_a_human_assistant_dialogue() {
         let ok = Prompt::Text("\n\nHuman: hi\n\nAssistant:".into());
         assert!(request_body(ModelFamily::ClaudeText, &ok, &params()).is_ok());
+        let with_system = Prompt::Text("Be brief.\n\nHuman: hi\n\nAssistant:".into());
+        assert!(request_body(ModelFamily::ClaudeText, &with_system, &params()).is_ok());
+        let no_answer_turn = Prompt::Text("\n\nHuman: hi".into());
+        assert!(request_body(ModelFamily::ClaudeText, &no_answer_turn, &params()).is_err());
         let bad = Prompt::Text("hi".into());
         let err = request_body(ModelFamily::ClaudeText, &bad, &params()).unwrap_err();
         assert!(err.to_string().contains("Human:"), "{err}");
