@@ -24,6 +24,9 @@ step "cargo test"
 cargo test --workspace --all-features --all-targets
 cargo test --workspace --all-features --doc
 
+step "soak tests again, with their invariant counts printed"
+cargo test --all-features --test soak --test soak_dynamodb -- --nocapture
+
 step "cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
