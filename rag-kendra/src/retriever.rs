@@ -57,7 +57,6 @@ pub struct KendraRetriever {
     min_confidence: Option<Confidence>,
     max_query_chars: usize,
     require_user: bool,
-    retry: Option<RetryConfig>,
 }
 
 impl fmt::Debug for KendraRetriever {
@@ -248,6 +247,13 @@ impl KendraRetrieverBuilder {
         if let Some(f) = &default_filter {
             filter::validate(f).map_err(|e| Error::config(format!("default filter: {e}")))?;
         }
+        // The retry settings go into the client once, not into every call.
+        let client = match self.retry {
+            Some(retry) => {
+                Client::from_conf(client.config().to_builder().retry_config(retry).build())
+            }
+            None => client,
+        };
         Ok(KendraRetriever {
             client,
             index_id,
@@ -258,7 +264,6 @@ impl KendraRetrieverBuilder {
             min_confidence: self.min_confidence,
             max_query_chars,
             require_user: self.require_user,
-            retry: self.retry,
         })
     }
 }
@@ -413,17 +418,7 @@ impl KendraRetriever {
                 .page_size(size)
                 .set_attribute_filter(plan.filter.clone())
                 .set_user_context(plan.user.clone());
-            let sent = match &self.retry {
-                Some(retry) => {
-                    call.customize()
-                        .config_override(
-                            aws_sdk_kendra::Config::builder().retry_config(retry.clone()),
-                        )
-                        .send()
-                        .await
-                }
-                None => call.send().await,
-            };
+            let sent = call.send().await;
             let out = sent.map_err(|e| from_sdk(e, Api::Retrieve, &self.index_id))?;
             let items = out.result_items();
             let mapped = items
@@ -447,17 +442,7 @@ impl KendraRetriever {
                 .page_size(size)
                 .set_attribute_filter(plan.filter.clone())
                 .set_user_context(plan.user.clone());
-            let sent = match &self.retry {
-                Some(retry) => {
-                    call.customize()
-                        .config_override(
-                            aws_sdk_kendra::Config::builder().retry_config(retry.clone()),
-                        )
-                        .send()
-                        .await
-                }
-                None => call.send().await,
-            };
+            let sent = call.send().await;
             let out = sent.map_err(|e| from_sdk(e, Api::Query, &self.index_id))?;
             let items = out.result_items();
             let mapped = items
