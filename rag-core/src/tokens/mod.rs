@@ -13,60 +13,88 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::prompt::Prompt;
 
+mod cl100k;
+mod splits;
+
+pub use cl100k::Cl100kCounter;
+pub use splits::{is_clean_joint, is_clean_split};
+
 /// Counts the tokens of a text for the token budget.
 ///
 /// A counter must be consistent (the same text always has the same count) and should never
 /// count more tokens than the text has UTF-8 bytes, which every byte-level BPE guarantees; the
 /// packer relies on that to skip counts ([`fits_by_length`]).
 pub trait TokenCounter: Send + Sync + Debug {
-    /// The number of tokens of `text`.
+    /// The number of tokens of `text` as the model's tokenizer counts a whole prompt that is
+    /// just this text.
     fn count(&self, text: &str) -> usize;
-}
 
-impl<T: TokenCounter + ?Sized> TokenCounter for &T {
-    fn count(&self, text: &str) -> usize {
-        (**self).count(text)
+    /// `Some(count(text))` when it is at most `limit`, `None` otherwise; a counter may stop
+    /// counting as soon as the limit is passed.
+    fn count_till_limit(&self, text: &str, limit: usize) -> Option<usize> {
+        let n = self.count(text);
+        (n <= limit).then_some(n)
+    }
+
+    /// The tokens `text` adds in the middle of a prompt, after other text. The same as
+    /// [`TokenCounter::count`] unless the tokenizer treats the start of a prompt specially
+    /// (SentencePiece puts a `▁` before the first character).
+    fn count_part(&self, text: &str) -> usize {
+        self.count(text)
+    }
+
+    /// `Some(count_part(text))` when it is at most `limit`, `None` otherwise.
+    fn count_part_till_limit(&self, text: &str, limit: usize) -> Option<usize> {
+        let n = self.count_part(text);
+        (n <= limit).then_some(n)
+    }
+
+    /// Whether counts add up exactly across clean splits: for texts `a` and `b` that join at a
+    /// clean split ([`crate::tokens::is_clean_split`]), `count(a + b) == count(a) +
+    /// count_part(b)` and `count_part(a + b) == count_part(a) + count_part(b)`. True for
+    /// tokenizers that never make a token across such a split (cl100k's and Llama 3's
+    /// pre-tokenizer, SentencePiece models without pieces that span a line break or hold an
+    /// inner space); the packer then counts a prompt part by part and is still exact.
+    /// Counters that say `false` are checked by counting whole prompts.
+    fn splits_exactly(&self) -> bool {
+        false
+    }
+
+    /// The most tokens any text of `bytes` UTF-8 bytes counts to, for skipping counts that
+    /// lengths already settle. Every byte-level BPE makes at least one byte per token, so the
+    /// default is `bytes`; a counter that can count more (a scaled bound, a tokenizer that adds
+    /// a token at the start) says so here.
+    fn max_count_for_len(&self, bytes: usize) -> usize {
+        bytes
     }
 }
 
-impl<T: TokenCounter + ?Sized> TokenCounter for Box<T> {
-    fn count(&self, text: &str) -> usize {
-        (**self).count(text)
-    }
-}
-
-impl<T: TokenCounter + ?Sized> TokenCounter for std::sync::Arc<T> {
-    fn count(&self, text: &str) -> usize {
-        (**self).count(text)
-    }
-}
-
-/// The default counter: OpenAI's cl100k BPE from tiktoken-rs.
-///
-/// The BPE ranks are compiled into tiktoken-rs (nothing is downloaded) and parsed once per
-/// process, on the first count. Special-token text such as `<|endoftext|>` is counted as
-/// ordinary text, which is what it is in a prompt.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Cl100kCounter {
-    _private: (),
-}
-
-impl Cl100kCounter {
-    /// The cl100k counter.
-    pub fn new() -> Self {
-        Cl100kCounter::default()
-    }
-}
-
-impl TokenCounter for Cl100kCounter {
-    fn count(&self, text: &str) -> usize {
-        if text.is_empty() {
-            return 0;
+macro_rules! forward_counter {
+    ($($ty:ty),*) => {$(
+        impl<T: TokenCounter + ?Sized> TokenCounter for $ty {
+            fn count(&self, text: &str) -> usize {
+                (**self).count(text)
+            }
+            fn count_till_limit(&self, text: &str, limit: usize) -> Option<usize> {
+                (**self).count_till_limit(text, limit)
+            }
+            fn count_part(&self, text: &str) -> usize {
+                (**self).count_part(text)
+            }
+            fn count_part_till_limit(&self, text: &str, limit: usize) -> Option<usize> {
+                (**self).count_part_till_limit(text, limit)
+            }
+            fn splits_exactly(&self) -> bool {
+                (**self).splits_exactly()
+            }
+            fn max_count_for_len(&self, bytes: usize) -> usize {
+                (**self).max_count_for_len(bytes)
+            }
         }
-        // `cl100k_base_singleton` builds the BPE lazily, once per process.
-        tiktoken_rs::cl100k_base_singleton().count_ordinary(text)
-    }
+    )*};
 }
+
+forward_counter!(&T, Box<T>, std::sync::Arc<T>);
 
 /// A counter that remembers the counts of texts it has seen, in front of another counter.
 ///
@@ -112,11 +140,11 @@ impl<C: TokenCounter> CachedCounter<C> {
     }
 }
 
-impl<C: TokenCounter> TokenCounter for CachedCounter<C> {
-    fn count(&self, text: &str) -> usize {
+impl<C: TokenCounter> CachedCounter<C> {
+    fn cached(&self, text: &str, count: impl FnOnce(&C) -> usize) -> usize {
         if text.len() > self.max_text_bytes || text.len() < 64 {
             // Long texts are rarely seen twice; short ones cost less to count than to cache.
-            return self.inner.count(text);
+            return count(&self.inner);
         }
         let hit = self
             .cache
@@ -127,7 +155,7 @@ impl<C: TokenCounter> TokenCounter for CachedCounter<C> {
             return n;
         }
         // Counted outside the lock, so threads never wait on each other's counts.
-        let n = self.inner.count(text);
+        let n = count(&self.inner);
         if let Ok(mut cache) = self.cache.lock() {
             if cache.bytes + text.len() > self.max_total_bytes {
                 cache.counts.clear();
@@ -138,6 +166,35 @@ impl<C: TokenCounter> TokenCounter for CachedCounter<C> {
             }
         }
         n
+    }
+}
+
+/// Caches [`TokenCounter::count_part`], the count the packer asks for again and again (the
+/// parts of prompts: passages, turns); whole-prompt counts go to the inner counter.
+impl<C: TokenCounter> TokenCounter for CachedCounter<C> {
+    fn count(&self, text: &str) -> usize {
+        self.inner.count(text)
+    }
+
+    fn count_till_limit(&self, text: &str, limit: usize) -> Option<usize> {
+        self.inner.count_till_limit(text, limit)
+    }
+
+    fn count_part(&self, text: &str) -> usize {
+        self.cached(text, |inner| inner.count_part(text))
+    }
+
+    fn count_part_till_limit(&self, text: &str, limit: usize) -> Option<usize> {
+        let n = self.count_part(text);
+        (n <= limit).then_some(n)
+    }
+
+    fn splits_exactly(&self) -> bool {
+        self.inner.splits_exactly()
+    }
+
+    fn max_count_for_len(&self, bytes: usize) -> usize {
+        self.inner.max_count_for_len(bytes)
     }
 }
 
@@ -168,6 +225,10 @@ impl Utf8ByteCounter {
 impl TokenCounter for Utf8ByteCounter {
     fn count(&self, text: &str) -> usize {
         text.len()
+    }
+
+    fn splits_exactly(&self) -> bool {
+        true
     }
 }
 
@@ -240,22 +301,22 @@ mod tests {
     fn cached_counts_are_the_inner_counts_counted_once() {
         let cached = CachedCounter::with_limits(Calls::default(), 1_000, 2_000);
         let text = "x".repeat(100);
-        assert_eq!(cached.count(&text), 50);
-        assert_eq!(cached.count(&text), 50);
+        assert_eq!(cached.count_part(&text), 50);
+        assert_eq!(cached.count_part(&text), 50);
         assert_eq!(cached.inner.0.load(std::sync::atomic::Ordering::Relaxed), 1);
         // Short and long texts are not cached.
-        cached.count("short");
-        cached.count(&"y".repeat(1_001));
+        cached.count_part("short");
+        cached.count_part(&"y".repeat(1_001));
         assert_eq!(cached.cached_texts(), 1);
         // Full: it starts over instead of growing.
         for i in 0..30 {
-            cached.count(&format!("{i:03}{}", "z".repeat(97)));
+            cached.count_part(&format!("{i:03}{}", "z".repeat(97)));
         }
         assert!(cached.cached_texts() <= 20);
         let real = CachedCounter::new(Cl100kCounter::new());
         let text = "Lambda functions scale with concurrency. ".repeat(4);
-        assert_eq!(real.count(&text), Cl100kCounter::new().count(&text));
-        assert_eq!(real.count(&text), Cl100kCounter::new().count(&text));
+        assert_eq!(real.count_part(&text), Cl100kCounter::new().count(&text));
+        assert_eq!(real.count_part(&text), Cl100kCounter::new().count(&text));
     }
 
     #[test]
