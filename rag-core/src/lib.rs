@@ -19,18 +19,18 @@ pub mod types;
 pub use error::{BoxError, Error, Result, Stage};
 pub use generator::{ChunkStream, Generator};
 pub use history::HistoryStore;
-pub use model::{ModelFamily, ModelProfile};
+pub use model::{Framing, ModelFamily, ModelProfile, Route, SamplingRule};
 pub use pipeline::{
     AnswerStream, Ask, DeadLetter, DeadLetterSink, Event, Failure, Pipeline, PipelineBuilder,
     RetryPolicy, Summary, Warning,
 };
 pub use prompt::{
-    template_for, ClaudeMessagesTemplate, ClaudeTextTemplate, Llama2Template, Llama3Template,
-    Message, MistralTemplate, Prompt, PromptInput, PromptTemplate, RenderedPrompt, Role,
-    TitanTextTemplate, TokenBudget,
+    template_for, template_for_profile, ChatTemplate, ClaudeMessagesTemplate, ClaudeTextTemplate,
+    Llama2Template, Llama3Template, Message, MistralTemplate, Prompt, PromptInput, PromptKind,
+    PromptTemplate, RenderedPrompt, Role, TitanTextTemplate, TokenBudget,
 };
 pub use retriever::Retriever;
-pub use tokens::{Cl100kCounter, TokenCounter};
+pub use tokens::{Cl100kCounter, TokenCounter, TokenScheme};
 pub use types::{
     Chunk, Citation, Filter, GenerationParams, Passage, RetrievalRequest, Retrieved, SessionId,
     StopReason, Turn, TurnId, Usage, UserContext,

@@ -178,7 +178,7 @@ impl PipelineBuilder {
         self.settings.context_window = profile.context_window;
         self.settings.max_output_tokens = Some(profile.max_output_tokens);
         if self.template.is_none() {
-            self.template = Some(Arc::from(crate::prompt::template_for(profile.family)));
+            self.template = Some(Arc::from(crate::prompt::template_for_profile(&profile)));
         }
         self
     }

@@ -1,165 +1,247 @@
-//! Packing a prompt into its token budget.
+//! Packing a prompt into its token budget, part by part.
 //!
-//! The prompt is made of blocks: the mandatory base (system text, question and the family's
-//! framing), then passages in rank order, then history turns from the newest. Each block is
-//! rendered once and counted at most once; a block is counted only when the UTF-8 lengths
-//! (an upper bound of cl100k tokens) no longer settle whether it fits. The kept passages are the
-//! best ones, a prefix of the ranking, so passage `n` in the prompt is always the `n`-th best;
-//! the kept turns are the newest whole turns.
-//!
-//! Blocks are joined where a BPE pre-tokenizer splits anyway (after a line break or a marker),
-//! so the sum of their counts is the count of the joined prompt, or off by about one token at
-//! a joint. The packer keeps one token per joint free on top of the sum; the sum plus that
-//! slack is reported as an upper bound of the count (the budget property test checks it over
-//! thousands of random prompts full of markers and multi-byte text). When that estimate leaves
-//! fewer than [`CLOSE`] tokens free, the whole prompt is counted, and a prompt whose count
-//! exceeds the budget is never returned: the last block kept is dropped until it fits.
+//! The packer keeps a running total of the tokens of the parts kept so far. With a counter
+//! that splits exactly ([`TokenCounter::splits_exactly`]), the total is the exact count of the
+//! prompt: where two parts join at a clean split ([`crate::tokens::is_clean_joint`]) their
+//! counts add up; where they do not, the difference is counted on a small window around the
+//! joint, from the last clean split of the left part to the first clean split of the right
+//! one. The family layouts put most joints at clean splits (after a line feed, before a tag or
+//! a question), so most joints cost nothing. A counter that does not split exactly gets one
+//! token per joint and a count of the whole prompt when the estimate comes close to the
+//! budget.
 
-use crate::tokens::TokenCounter;
+use crate::tokens::{is_clean_joint, is_clean_split, TokenCounter};
 
-/// Tokens allowed for each joint between separately counted blocks.
-const JOINT_SLACK: usize = 1;
+/// Tokens allowed for each joint when the counter does not split exactly.
+const JOINT_SLACK: isize = 1;
 
-/// An estimate (counted blocks plus joint slack) that leaves fewer tokens than this free is
-/// close enough to the budget for the whole prompt to be counted.
-const CLOSE: usize = 8;
-
-/// Counts one block when called.
-type CountBlock<'c> = Box<dyn FnOnce(&dyn TokenCounter) -> usize + 'c>;
-
-/// A greedy packer over blocks whose exact counts are asked for only when needed.
-pub(crate) struct Packer<'c> {
-    counter: &'c dyn TokenCounter,
+/// The running total of a prompt's tokens against the budget.
+#[derive(Debug)]
+pub(crate) struct Total {
     available: usize,
-    /// Upper bound of the tokens of the blocks kept so far (counted tokens, or bytes).
-    used: usize,
-    /// Blocks kept so far.
-    blocks: usize,
-    /// Kept blocks not counted yet, with what counts them.
-    uncounted: Vec<(usize, CountBlock<'c>)>,
+    tokens: isize,
+    exact: bool,
+    /// Parts (by address) that a joint's window covered whole, and from which side; a part
+    /// covered whole from both sides has windows that overlap, so the sum is not exact.
+    covered: Vec<(usize, bool)>,
 }
 
-impl std::fmt::Debug for Packer<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Packer")
-            .field("available", &self.available)
-            .field("used", &self.used)
-            .field("blocks", &self.blocks)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<'c> Packer<'c> {
-    pub(crate) fn new(counter: &'c dyn TokenCounter, available: usize) -> Self {
-        Packer {
-            counter,
+impl Total {
+    pub(crate) fn new(available: usize) -> Self {
+        Total {
             available,
-            used: 0,
-            blocks: 0,
-            uncounted: Vec::new(),
+            tokens: 0,
+            exact: true,
+            covered: Vec::new(),
         }
     }
 
-    /// The kept blocks' tokens (an upper bound where only lengths were needed) plus one token
-    /// per joint.
-    pub(crate) fn estimate(&self) -> usize {
-        self.used + self.blocks.saturating_sub(1) * JOINT_SLACK
+    /// Adds tokens (joints may merge tokens, so a change can be negative).
+    pub(crate) fn add(&mut self, tokens: isize) {
+        self.tokens += tokens;
     }
 
-    /// Keeps the block if it fits and returns whether it did. `count` gives its tokens; it is
-    /// called only when lengths do not settle the question.
+    /// Whether the total is over the budget.
+    pub(crate) fn over(&self) -> bool {
+        self.tokens > self.available as isize
+    }
+
+    /// The total so far.
+    pub(crate) fn tokens(&self) -> usize {
+        self.tokens.max(0) as usize
+    }
+
+    /// Whether the total is the prompt's exact count (or, for a scaled counter, the exact
+    /// sum of its bound).
+    pub(crate) fn exact(&self) -> bool {
+        self.exact
+    }
+
+    /// Keeps a part if it fits: `joints` is what keeping it changes at its joints, `count`
+    /// counts the part itself and returns `None` once it passes the limit it is given.
     pub(crate) fn offer(
         &mut self,
-        bytes: usize,
-        count: impl FnOnce(&dyn TokenCounter) -> usize + 'c,
+        joints: isize,
+        count: impl FnOnce(usize) -> Option<usize>,
     ) -> bool {
-        // After this block there are `blocks` joints, each with its token of slack.
-        let available = self.available.saturating_sub(self.blocks * JOINT_SLACK);
-        if self.used.saturating_add(bytes) <= available {
-            self.used += bytes;
-            self.blocks += 1;
-            self.uncounted.push((bytes, Box::new(count)));
-            return true;
+        let room = self.available as isize - self.tokens - joints;
+        if room < 0 {
+            return false;
         }
-        // Lengths do not settle it: count what was kept on lengths alone, then this block.
-        for (bytes, count) in self.uncounted.drain(..) {
-            let tokens = count(self.counter);
-            self.used = self.used - bytes + tokens.min(bytes);
-        }
-        let tokens = count(self.counter);
-        if self.used.saturating_add(tokens) <= available {
-            self.used += tokens;
-            self.blocks += 1;
-            true
-        } else {
-            false
+        match count(room as usize) {
+            Some(n) => {
+                self.tokens += joints + n as isize;
+                true
+            }
+            None => false,
         }
     }
 
-    /// Whether the estimate is close enough to the budget that the whole prompt must be
-    /// counted before it is returned.
-    pub(crate) fn needs_whole_count(&self, prompt_bytes: usize) -> bool {
-        prompt_bytes > self.available && self.estimate() + CLOSE > self.available
+    fn cover(&mut self, part: &str, from_left: bool) {
+        let key = part.as_ptr() as usize;
+        if self.covered.contains(&(key, !from_left)) {
+            self.exact = false;
+        }
+        self.covered.push((key, from_left));
+    }
+}
+
+/// Counts what joining two parts changes.
+#[derive(Debug)]
+pub(crate) struct Joiner<'c> {
+    counter: &'c dyn TokenCounter,
+    exact: bool,
+}
+
+impl<'c> Joiner<'c> {
+    pub(crate) fn new(counter: &'c dyn TokenCounter) -> Self {
+        Joiner {
+            counter,
+            exact: counter.splits_exactly(),
+        }
+    }
+
+    /// The tokens of `left + right` minus the tokens of each (zero at a clean split).
+    /// `left_at_start` says `left` starts the prompt, so a window that reaches back to its
+    /// start is counted as the start of a prompt.
+    pub(crate) fn delta(
+        &self,
+        left: &str,
+        left_at_start: bool,
+        right: &str,
+        total: &mut Total,
+    ) -> isize {
+        if left.is_empty() || right.is_empty() {
+            return 0;
+        }
+        if !self.exact {
+            total.exact = false;
+            return JOINT_SLACK;
+        }
+        if is_clean_joint(left, right) {
+            return 0;
+        }
+        let (tail, left_whole) = tail_window(left);
+        let (head, right_whole) = head_window(right);
+        if left_whole && !left_at_start {
+            total.cover(left, false);
+        }
+        if right_whole {
+            total.cover(right, true);
+        }
+        let mut joined = String::with_capacity(tail.len() + head.len());
+        joined.push_str(tail);
+        joined.push_str(head);
+        let c = self.counter;
+        let (joined, tail) = if left_at_start && left_whole {
+            (c.count(&joined), c.count(tail))
+        } else {
+            (c.count_part(&joined), c.count_part(tail))
+        };
+        joined as isize - tail as isize - c.count_part(head) as isize
+    }
+}
+
+/// The end of `text` after its last clean split, and whether that is all of it.
+fn tail_window(text: &str) -> (&str, bool) {
+    let found = text
+        .char_indices()
+        .rev()
+        .map(|(i, _)| i)
+        .find(|&i| is_clean_split(text, i));
+    match found {
+        Some(i) => (&text[i..], false),
+        None => (text, true),
+    }
+}
+
+/// The start of `text` before its first clean split, and whether that is all of it.
+fn head_window(text: &str) -> (&str, bool) {
+    let found = text
+        .char_indices()
+        .map(|(i, _)| i)
+        .find(|&i| is_clean_split(text, i));
+    match found {
+        Some(i) => (&text[..i], false),
+        None => (text, true),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokens::Utf8ByteCounter;
-    use std::cell::Cell;
+    use crate::tokens::{Cl100kCounter, Utf8ByteCounter};
 
     #[derive(Debug)]
-    struct Halves;
-    impl TokenCounter for Halves {
+    struct Inexact;
+    impl TokenCounter for Inexact {
         fn count(&self, text: &str) -> usize {
-            text.len().div_ceil(2)
+            text.len()
         }
     }
 
     #[test]
-    fn lengths_settle_small_blocks_without_counting() {
+    fn windows_stop_at_clean_splits() {
+        assert_eq!(tail_window("a b\ncd ef"), (" ef", false));
+        assert_eq!(head_window("ab cd"), ("ab", false));
+        assert_eq!(head_window("abcd"), ("abcd", true));
+        assert_eq!(tail_window("<s>[INST] "), ("<s>[INST] ", true));
+    }
+
+    #[test]
+    fn deltas_make_sums_exact() {
+        let counter = Cl100kCounter::new();
+        let joiner = Joiner::new(&counter);
+        let mut total = Total::new(1_000);
+        for (left, right) in [
+            ("Human: ", "<documents>\n"),
+            ("the end</s>[INST] ", "What next?"),
+            ("x\n", " indented"),
+            ("a", "'s"),
+            ("one\n", "two"),
+        ] {
+            let whole = counter.count(&format!("{left}{right}")) as isize;
+            let parts = counter.count(left) as isize + counter.count_part(right) as isize;
+            assert_eq!(
+                parts + joiner.delta(left, true, right, &mut total),
+                whole,
+                "{left:?} + {right:?}"
+            );
+        }
+        assert!(total.exact());
+    }
+
+    #[test]
+    fn offers_keep_what_fits() {
         let counter = Utf8ByteCounter::new();
-        let calls = Cell::new(0);
-        let mut packer = Packer::new(&counter, 100);
-        for _ in 0..3 {
-            assert!(packer.offer(10, |_| {
-                calls.set(calls.get() + 1);
-                10
-            }));
-        }
-        assert_eq!(calls.get(), 0);
-        assert_eq!(packer.estimate(), 30 + 2);
-        assert!(!packer.needs_whole_count(30));
+        let mut total = Total::new(10);
+        total.add(4);
+        assert!(total.offer(1, |limit| counter.count_part_till_limit("abc", limit)));
+        assert_eq!(total.tokens(), 8);
+        assert!(!total.offer(0, |limit| counter.count_part_till_limit("abc", limit)));
+        assert!(!total.offer(3, |_| Some(0)));
+        assert!(total.offer(2, |_| Some(0)));
+        assert!(!total.over());
     }
 
     #[test]
-    fn counts_only_when_lengths_do_not_fit() {
-        let counter = Halves;
-        let calls = Cell::new(0);
-        let text = "x".repeat(60);
-        let mut packer = Packer::new(&counter, 100);
-        let counted = || {
-            |c: &dyn TokenCounter| {
-                calls.set(calls.get() + 1);
-                c.count(&text)
-            }
-        };
-        assert!(packer.offer(60, counted()));
-        assert_eq!(calls.get(), 0);
-        // 60 + 60 + 1 > 100 by length: both get counted, 30 + 30 + 1 fits.
-        assert!(packer.offer(60, counted()));
-        assert_eq!(calls.get(), 2);
-        assert_eq!(packer.estimate(), 61);
-        assert!(packer.offer(60, counted()));
-        assert_eq!(packer.estimate(), 92);
-        assert!(!packer.offer(60, counted()));
-        // 92 leaves 8 free: no whole count.
-        assert!(!packer.needs_whole_count(180));
-        // Filled to the last token of slack: close enough to count the whole.
-        assert!(packer.offer(20, |_| 5));
-        assert_eq!(packer.estimate(), 95 + 3);
-        assert!(packer.needs_whole_count(200));
-        assert!(!packer.needs_whole_count(100));
+    fn counters_that_do_not_split_exactly_pay_slack() {
+        let counter = Inexact;
+        let joiner = Joiner::new(&counter);
+        let mut total = Total::new(100);
+        assert_eq!(joiner.delta("a\n", false, "b", &mut total), JOINT_SLACK);
+        assert!(!total.exact());
+    }
+
+    #[test]
+    fn a_part_covered_from_both_sides_is_not_exact() {
+        let counter = Cl100kCounter::new();
+        let joiner = Joiner::new(&counter);
+        let mut total = Total::new(100);
+        let middle = String::from("xyz");
+        joiner.delta("a ", false, &middle, &mut total);
+        assert!(total.exact());
+        joiner.delta(&middle, false, " ", &mut total);
+        assert!(!total.exact());
     }
 }

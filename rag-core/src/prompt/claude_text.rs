@@ -4,47 +4,35 @@
 //! and `\n\nAssistant: {text}` and ends with `\n\nAssistant:`, for the model to complete. The
 //! system text goes before the first `\n\nHuman:`.
 
-use super::engine::{family_template, Layout, Pieces};
-use super::Prompt;
+use std::ops::Range;
+
+use super::engine::{family_template, Layout, Shape, TextShape, Writer};
 use crate::model::ModelFamily;
 
 const HUMAN: &str = "\n\nHuman: ";
 const ASSISTANT: &str = "\n\nAssistant:";
 
-fn turn_text(question: &str, answer: &str, out: &mut String) {
-    out.push_str(HUMAN);
-    out.push_str(question);
-    out.push_str(ASSISTANT);
-    out.push(' ');
-    out.push_str(answer);
+fn prefix(system: &str, w: &mut Writer) {
+    w.text(system);
+    w.text(HUMAN);
 }
 
-fn assemble(p: &Pieces<'_, '_>) -> Prompt {
-    let mut out = String::with_capacity(p.capacity());
-    out.push_str(p.system);
-    out.push_str(HUMAN);
-    p.first_user(&mut out);
-    for (first, turn) in p.turns_with_first() {
-        if !first {
-            out.push_str(HUMAN);
-            out.push_str(&turn.question);
-        }
-        out.push_str(ASSISTANT);
-        out.push(' ');
-        out.push_str(&turn.answer);
-    }
-    if !p.turns.is_empty() {
-        out.push_str(HUMAN);
-        out.push_str(p.question);
-    }
-    out.push_str(ASSISTANT);
-    Prompt::Text(out)
+fn turn(question: &str, answer: &str, w: &mut Writer) {
+    w.value(question);
+    w.text(ASSISTANT);
+    w.text(" ");
+    w.value(answer);
+    w.text(HUMAN);
+}
+
+fn tail(question: &str, spans: &[Range<usize>], w: &mut Writer) {
+    w.rendered(question, spans);
+    w.text(ASSISTANT);
 }
 
 pub(crate) const LAYOUT: Layout = Layout {
     family: ModelFamily::ClaudeText,
-    assemble,
-    turn_text: Some(turn_text),
+    shape: Shape::Text(TextShape { prefix, turn, tail }),
 };
 
 family_template!(

@@ -1,23 +1,31 @@
-//! What every family template shares: neutralizing the input, rendering the handlebars parts
-//! once, packing the blocks into the budget and asking the family to lay them out.
+//! What every family template shares: rendering the handlebars parts, neutralizing what came
+//! from values, packing the prompt's parts into the budget and laying them out.
+//!
+//! A prompt is a sequence of parts. A text prompt is the family's prefix (its opening markers
+//! and the system text), the context block (an opening tag, one block per passage, a closing
+//! tag), one part per earlier exchange, and the tail (the question and the family's closing
+//! markers). A chat prompt is the system text and messages, the first of which holds the
+//! context block. Each part is rendered once and counted once ([`super::budget`]), so a
+//! cached count of a passage or a turn is reused by every prompt that holds it.
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
-use super::budget::Packer;
+use super::budget::{Joiner, Total};
 use super::parts::{self, PartSources, Parts, PassageData};
-use super::sanitize::{find_role_marker, neutralize};
-use super::{Prompt, PromptInput, RenderedPrompt, TokenBudget};
+use super::sanitize::{find_role_marker, neutralize, neutralize_spans};
+use super::{Message, Prompt, PromptInput, PromptKind, RenderedPrompt, TokenBudget};
 use crate::error::{Error, Result};
-use crate::model::ModelFamily;
-use crate::tokens::{count_prompt, default_counter, TokenCounter};
+use crate::model::{Framing, ModelFamily};
+use crate::tokens::TokenCounter;
 
 /// Opens the context block.
 pub(crate) const CONTEXT_OPEN: &str = "<documents>\n";
-/// Closes the context block.
-pub(crate) const CONTEXT_CLOSE: &str = "</documents>";
-/// Between the context block and the text after it, and between the system text and the
-/// first user text where a family has no separate system slot.
+/// Closes the context block, with the blank line before the text that follows it.
+pub(crate) const CONTEXT_CLOSE: &str = "</documents>\n\n";
+/// Between the system text and the first user text where a family has no separate system
+/// slot.
 pub(crate) const PARAGRAPH: &str = "\n\n";
 
 /// Shown instead of an empty question or answer of a history turn, since message APIs refuse
@@ -25,82 +33,101 @@ pub(crate) const PARAGRAPH: &str = "\n\n";
 pub(crate) const NO_QUESTION: &str = "(no question)";
 pub(crate) const NO_ANSWER: &str = "(no answer)";
 
-/// A history turn ready for a prompt: trimmed, neutralized, never empty.
-#[derive(Debug, Clone)]
-pub(crate) struct SafeTurn<'a> {
-    pub(crate) question: Cow<'a, str>,
-    pub(crate) answer: Cow<'a, str>,
+/// Text being written with the spans of the untrusted values in it.
+#[derive(Debug, Default)]
+pub(crate) struct Writer {
+    pub(crate) out: String,
+    pub(crate) spans: Vec<Range<usize>>,
 }
 
-/// The rendered parts of a prompt, for a family to lay out.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Pieces<'p, 'a> {
-    /// The system text, trimmed; empty when there is none.
-    pub(crate) system: &'p str,
-    /// The context block (`<documents>...</documents>`), empty when no passage is kept.
-    pub(crate) context: &'p str,
-    /// The kept turns, oldest first.
-    pub(crate) turns: &'p [SafeTurn<'a>],
-    /// The rendered question framing.
-    pub(crate) question: &'p str,
-}
-
-impl Pieces<'_, '_> {
-    /// The first user text: the context block, then the first question (of the oldest kept
-    /// turn, or the current one).
-    pub(crate) fn first_user(&self, out: &mut String) {
-        if !self.context.is_empty() {
-            out.push_str(self.context);
-            out.push_str(PARAGRAPH);
+impl Writer {
+    fn with_capacity(bytes: usize) -> Self {
+        Writer {
+            out: String::with_capacity(bytes),
+            spans: Vec::with_capacity(4),
         }
-        out.push_str(self.first_question());
     }
 
-    fn first_question(&self) -> &str {
-        self.turns
-            .first()
-            .map_or(self.question, |t| t.question.as_ref())
+    /// Writes the template's own text.
+    pub(crate) fn text(&mut self, text: &str) {
+        self.out.push_str(text);
     }
 
-    /// The turns after the first, when the first user text holds the oldest turn's question;
-    /// each with whether it is the first (whose question is in the first user text).
-    pub(crate) fn turns_with_first(&self) -> impl Iterator<Item = (bool, &SafeTurn<'_>)> {
-        self.turns.iter().enumerate().map(|(i, t)| (i == 0, t))
+    /// Writes an untrusted value.
+    pub(crate) fn value(&mut self, value: &str) {
+        let start = self.out.len();
+        self.out.push_str(value);
+        self.spans.push(start..self.out.len());
     }
 
-    /// Bytes the text of these pieces takes at least, for reserving a string.
-    pub(crate) fn capacity(&self) -> usize {
-        self.system.len()
-            + self.context.len()
-            + self.question.len()
-            + self
-                .turns
-                .iter()
-                .map(|t| t.question.len() + t.answer.len() + 96)
-                .sum::<usize>()
-            + 192
+    /// Writes text rendered elsewhere, with its spans.
+    pub(crate) fn rendered(&mut self, text: &str, spans: &[Range<usize>]) {
+        let at = self.out.len();
+        self.out.push_str(text);
+        self.spans
+            .extend(spans.iter().map(|s| s.start + at..s.end + at));
     }
+
+    /// The text with every marker of `family` that overlaps a value broken.
+    fn finish(self, family: ModelFamily) -> String {
+        match neutralize_spans(family, &self.out, &self.spans, true) {
+            Cow::Borrowed(_) => self.out,
+            Cow::Owned(out) => out,
+        }
+    }
+}
+
+/// How a text family lays out its prompt: `prefix + [context] + turn... + tail`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TextShape {
+    /// The text before the first user text, with the (trimmed, maybe empty) system text.
+    pub(crate) prefix: fn(system: &str, out: &mut Writer),
+    /// One earlier exchange, from its question to the start of the next user text.
+    pub(crate) turn: fn(question: &str, answer: &str, out: &mut Writer),
+    /// The current question (the rendered framing, with its spans) to the end of the prompt.
+    pub(crate) tail: fn(question: &str, spans: &[Range<usize>], out: &mut Writer),
+}
+
+/// The shape of a family's prompt.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Shape {
+    /// One text.
+    Text(TextShape),
+    /// A system text and alternating messages.
+    Chat,
 }
 
 /// How a family lays out its prompt.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Layout {
     pub(crate) family: ModelFamily,
-    /// The whole prompt.
-    pub(crate) assemble: fn(&Pieces<'_, '_>) -> Prompt,
-    /// The text one history turn adds to a text prompt (for counting), or `None` for chat
-    /// prompts, where a turn adds its question and answer as two messages.
-    pub(crate) turn_text: Option<fn(&str, &str, &mut String)>,
+    pub(crate) shape: Shape,
 }
 
-/// A family template's state: its layout, compiled parts and token counter.
+/// A family template's state: its layout, compiled parts, counter and framing.
 #[derive(Debug, Clone)]
 pub(crate) struct Engine {
     layout: Layout,
     parts: Parts,
     counter: Arc<dyn TokenCounter>,
-    /// Tokens of the context block's framing, counted once.
-    wrapper_tokens: Arc<OnceLock<usize>>,
+    framing: Framing,
+    /// Text families: the prefix, with the system text.
+    prefix: String,
+    /// Counts of the parts every prompt of this template shares, made once.
+    fixed: Arc<OnceLock<Fixed>>,
+}
+
+/// The counts every prompt of a template shares.
+#[derive(Debug, Clone, Copy)]
+struct Fixed {
+    /// The prefix at the start of a prompt (text families) or the system text (chat).
+    start: usize,
+    /// The context's opening tag after other text.
+    open: usize,
+    /// The context's opening tag at the start of a message (chat).
+    open_at_start: usize,
+    /// The context's closing tag.
+    close: usize,
 }
 
 /// The builder state shared by the family builders.
@@ -108,6 +135,7 @@ pub(crate) struct Engine {
 pub(crate) struct EngineBuilder {
     pub(crate) sources: PartSources,
     pub(crate) counter: Option<Arc<dyn TokenCounter>>,
+    pub(crate) framing: Option<Framing>,
 }
 
 impl EngineBuilder {
@@ -115,6 +143,7 @@ impl EngineBuilder {
         EngineBuilder {
             sources: PartSources::default(),
             counter: None,
+            framing: None,
         }
     }
 
@@ -143,17 +172,33 @@ impl EngineBuilder {
                 });
             }
         }
+        let parts = Parts::compile(&self.sources)?;
+        let mut prefix = Writer::default();
+        if let Shape::Text(shape) = layout.shape {
+            (shape.prefix)(&parts.system, &mut prefix);
+        }
         Ok(Engine {
             layout,
-            parts: Parts::compile(&self.sources)?,
-            counter: self.counter.unwrap_or_else(default_counter),
-            wrapper_tokens: Arc::default(),
+            counter: self
+                .counter
+                .unwrap_or_else(|| layout.family.default_tokens().counter()),
+            framing: self
+                .framing
+                .unwrap_or_else(|| layout.family.default_framing()),
+            prefix: prefix.out,
+            parts,
+            fixed: Arc::default(),
         })
     }
 }
 
+/// A rendered passage block: the template's output, neutralized, and a line feed.
+struct Part {
+    text: String,
+}
+
 impl Engine {
-    /// The family's template with the shipped parts and the cl100k counter.
+    /// The family's template with the shipped parts and the family's counter.
     pub(crate) fn with_defaults(layout: Layout) -> Engine {
         EngineBuilder::new()
             .build(layout)
@@ -170,33 +215,50 @@ impl Engine {
         &self.counter
     }
 
+    /// The framing counted around chat prompts.
+    pub(crate) fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// The kind of prompt this template renders.
+    pub(crate) fn kind(&self) -> PromptKind {
+        match self.layout.shape {
+            Shape::Text(_) => PromptKind::Text(self.layout.family),
+            Shape::Chat => PromptKind::Chat,
+        }
+    }
+
+    fn fixed(&self) -> Fixed {
+        *self.fixed.get_or_init(|| {
+            let c = &*self.counter;
+            Fixed {
+                start: match self.layout.shape {
+                    Shape::Text(_) => c.count(&self.prefix),
+                    Shape::Chat if self.parts.system.is_empty() => 0,
+                    Shape::Chat => c.count(&self.parts.system),
+                },
+                open: c.count_part(CONTEXT_OPEN),
+                open_at_start: c.count(CONTEXT_OPEN),
+                close: c.count_part(CONTEXT_CLOSE),
+            }
+        })
+    }
+
     pub(crate) fn render(
         &self,
         input: &PromptInput<'_>,
         budget: &TokenBudget,
     ) -> Result<RenderedPrompt> {
         let family = self.layout.family;
-        let counter: &dyn TokenCounter = &*self.counter;
         let question = input.question.trim();
         if question.is_empty() {
             return Err(Error::invalid_input("question", "is empty"));
         }
-        let question = self.parts.question(&neutralize(family, question))?;
+        let (question, question_spans) = self.parts.question(question)?;
 
-        // Every passage block, rendered once, one after the other into the context block:
-        // block `i` is `context[ends[i]..ends[i + 1]]`.
-        let mut context = String::with_capacity(
-            CONTEXT_OPEN.len()
-                + CONTEXT_CLOSE.len()
-                + input
-                    .passages
-                    .iter()
-                    .map(|p| p.text.len() + p.uri.as_ref().map_or(0, String::len) + 160)
-                    .sum::<usize>(),
-        );
-        context.push_str(CONTEXT_OPEN);
-        let mut ends = Vec::with_capacity(input.passages.len() + 1);
-        ends.push(context.len());
+        // Every passage block, rendered and neutralized once, each ending in a line feed.
+        let mut scratch = Writer::with_capacity(1_024);
+        let mut blocks: Vec<Part> = Vec::with_capacity(input.passages.len());
         for (i, passage) in input.passages.iter().enumerate() {
             let title = passage.title.as_deref().unwrap_or("");
             let source = passage
@@ -204,151 +266,325 @@ impl Engine {
                 .as_deref()
                 .or(passage.title.as_deref())
                 .unwrap_or(&passage.id);
+            scratch.out.clear();
+            scratch.spans.clear();
             self.parts.passage(
                 &PassageData {
                     index: i + 1,
-                    id: &neutralize(family, &passage.id),
-                    title: &neutralize(family, title),
-                    source: &neutralize(family, source),
-                    text: &neutralize(family, passage.text.trim()),
+                    id: &passage.id,
+                    title,
+                    source,
+                    text: passage.text.trim(),
                 },
-                &mut context,
+                &mut scratch.out,
+                &mut scratch.spans,
             )?;
-            context.push('\n');
-            ends.push(context.len());
+            let mut text = match neutralize_spans(family, &scratch.out, &scratch.spans, true) {
+                Cow::Borrowed(text) => String::from(text),
+                Cow::Owned(text) => text,
+            };
+            text.push('\n');
+            blocks.push(Part { text });
         }
-        let passage_count = input.passages.len();
-        let block = |i: usize| &context[ends[i]..ends[i + 1]];
-        let turns: Vec<SafeTurn<'_>> = input
+
+        let turns: Vec<(&str, &str)> = input
             .history
             .iter()
-            .map(|turn| SafeTurn {
-                question: non_empty(neutralize(family, turn.question.trim()), NO_QUESTION),
-                answer: non_empty(neutralize(family, turn.answer.trim()), NO_ANSWER),
+            .map(|turn| {
+                (
+                    non_empty(turn.question.trim(), NO_QUESTION),
+                    non_empty(turn.answer.trim(), NO_ANSWER),
+                )
             })
             .collect();
-        let turn_texts: Vec<String> = match self.layout.turn_text {
-            Some(turn_text) => turns
-                .iter()
-                .map(|t| {
-                    let mut text = String::with_capacity(t.question.len() + t.answer.len() + 64);
-                    turn_text(&t.question, &t.answer, &mut text);
-                    text
-                })
-                .collect(),
-            None => Vec::new(),
-        };
-        let turn_bytes = |j: usize| match turn_texts.get(j) {
-            Some(text) => text.len(),
-            None => turns[j].question.len() + turns[j].answer.len(),
-        };
 
-        let base = (self.layout.assemble)(&Pieces {
-            system: &self.parts.system,
-            context: "",
-            turns: &[],
-            question: &question,
-        });
+        match self.layout.shape {
+            Shape::Text(shape) => {
+                self.render_text(shape, &question, &question_spans, &blocks, &turns, budget)
+            }
+            Shape::Chat => self.render_chat(&question, &question_spans, &blocks, &turns, budget),
+        }
+    }
+
+    fn render_text(
+        &self,
+        shape: TextShape,
+        question: &str,
+        question_spans: &[Range<usize>],
+        blocks: &[Part],
+        turns: &[(&str, &str)],
+        budget: &TokenBudget,
+    ) -> Result<RenderedPrompt> {
+        let family = self.layout.family;
+        let counter = &*self.counter;
         let available = budget.prompt_tokens();
+        let mut tail = Writer::with_capacity(question.len() + 64);
+        (shape.tail)(question, question_spans, &mut tail);
+        let tail = tail.finish(family);
+        let turn_parts: Vec<String> = turns
+            .iter()
+            .map(|(q, a)| {
+                let mut w = Writer::with_capacity(q.len() + a.len() + 96);
+                (shape.turn)(q, a, &mut w);
+                w.finish(family)
+            })
+            .collect();
+
+        let context_bytes = if blocks.is_empty() {
+            0
+        } else {
+            CONTEXT_OPEN.len()
+                + CONTEXT_CLOSE.len()
+                + blocks.iter().map(|b| b.text.len()).sum::<usize>()
+        };
+        let all_bytes = self.prefix.len()
+            + context_bytes
+            + turn_parts.iter().map(String::len).sum::<usize>()
+            + tail.len();
+        let extra = self.framing.tokens(0);
 
         // Everything fits by length alone: nothing needs a count.
-        let wrapper_bytes = CONTEXT_OPEN.len() + CONTEXT_CLOSE.len() + PARAGRAPH.len();
-        let all_bytes = prompt_bytes(&base)
-            + if passage_count == 0 {
-                0
-            } else {
-                wrapper_bytes + ends[passage_count] - ends[0]
-            }
-            + (0..turns.len()).map(turn_bytes).sum::<usize>();
+        let bound = counter.max_count_for_len(all_bytes) + extra;
+        if bound <= available {
+            let prompt = assemble_text(&self.prefix, blocks, &turn_parts, &tail);
+            return Ok(rendered(
+                Prompt::Text(prompt),
+                blocks.len(),
+                blocks.len(),
+                turns.len(),
+                turns.len(),
+                bound,
+            ));
+        }
 
-        let (kept_passages, kept_turns, mut token_count) = if all_bytes <= available {
-            (passage_count, turns.len(), None)
+        let fixed = self.fixed();
+        let joiner = Joiner::new(counter);
+        let prefix = self.prefix.as_str();
+        let mut total = Total::new(available);
+        let base = extra as isize
+            + fixed.start as isize
+            + counter.count_part(&tail) as isize
+            + joiner.delta(prefix, true, &tail, &mut total);
+        total.add(base);
+        if total.over() {
+            return Err(Error::ContextOverflow {
+                needed: total.tokens(),
+                budget: available,
+            });
+        }
+
+        // The best passages, a prefix of the ranking.
+        let mut kept_passages = 0;
+        for (i, block) in blocks.iter().enumerate() {
+            let block = block.text.as_str();
+            let joints = if i == 0 {
+                fixed.open as isize
+                    + fixed.close as isize
+                    + joiner.delta(prefix, true, CONTEXT_OPEN, &mut total)
+                    + joiner.delta(CONTEXT_OPEN, false, block, &mut total)
+                    + joiner.delta(block, false, CONTEXT_CLOSE, &mut total)
+                    + joiner.delta(CONTEXT_CLOSE, false, &tail, &mut total)
+                    - joiner.delta(prefix, true, &tail, &mut total)
+            } else {
+                let previous = blocks[i - 1].text.as_str();
+                joiner.delta(previous, false, block, &mut total)
+                    + joiner.delta(block, false, CONTEXT_CLOSE, &mut total)
+                    - joiner.delta(previous, false, CONTEXT_CLOSE, &mut total)
+            };
+            if !total.offer(joints, |limit| counter.count_part_till_limit(block, limit)) {
+                break;
+            }
+            kept_passages += 1;
+        }
+
+        // The newest whole turns, each between what comes before the oldest kept one and the
+        // one after it.
+        let (left, left_at_start) = if kept_passages > 0 {
+            (CONTEXT_CLOSE, false)
         } else {
-            let mut packer = Packer::new(counter, available);
-            if !packer.offer(prompt_bytes(&base), |c| count_prompt(c, &base)) {
-                let needed = count_prompt(counter, &base);
+            (prefix, true)
+        };
+        let mut right = tail.as_str();
+        let mut kept_turns = 0;
+        for part in turn_parts.iter().rev() {
+            let joints = joiner.delta(left, left_at_start, part, &mut total)
+                + joiner.delta(part, false, right, &mut total)
+                - joiner.delta(left, left_at_start, right, &mut total);
+            if !total.offer(joints, |limit| counter.count_part_till_limit(part, limit)) {
+                break;
+            }
+            kept_turns += 1;
+            right = part;
+        }
+
+        // Lay out what was kept; a count that is not exact is checked on the whole prompt,
+        // dropping turns, then passages, until it fits.
+        let (mut kept_passages, mut kept_turns) = (kept_passages, kept_turns);
+        let mut estimate = Some(total.tokens());
+        loop {
+            let prompt = assemble_text(
+                &self.prefix,
+                &blocks[..kept_passages],
+                &turn_parts[turn_parts.len() - kept_turns..],
+                &tail,
+            );
+            let tokens = match estimate.take() {
+                Some(tokens) if total.exact() || tokens + CLOSE <= available => tokens,
+                _ => counter.count(&prompt) + extra,
+            };
+            if tokens <= available {
+                return Ok(rendered(
+                    Prompt::Text(prompt),
+                    blocks.len(),
+                    kept_passages,
+                    turns.len(),
+                    kept_turns,
+                    tokens,
+                ));
+            }
+            if !drop_last(&mut kept_passages, &mut kept_turns) {
                 return Err(Error::ContextOverflow {
-                    needed,
+                    needed: tokens,
                     budget: available,
                 });
             }
-            let mut kept_passages = 0;
-            for i in 0..passage_count {
-                let block = block(i);
-                let (bytes, wrapper) = if i == 0 {
-                    (block.len() + wrapper_bytes, Some(&self.wrapper_tokens))
-                } else {
-                    (block.len(), None)
-                };
-                let fits = packer.offer(bytes, move |c| {
-                    c.count(block)
-                        + wrapper.map_or(0, |w| {
-                            *w.get_or_init(|| {
-                                c.count(&format!("{CONTEXT_OPEN}{CONTEXT_CLOSE}{PARAGRAPH}"))
-                            })
-                        })
-                });
-                if !fits {
-                    break;
-                }
-                kept_passages += 1;
-            }
-            let mut kept_turns = 0;
-            for j in (0..turns.len()).rev() {
-                let text = turn_texts.get(j);
-                let turn = &turns[j];
-                let fits = packer.offer(turn_bytes(j), move |c| match text {
-                    Some(text) => c.count(text),
-                    None => c.count(&turn.question) + c.count(&turn.answer),
-                });
-                if !fits {
-                    break;
-                }
-                kept_turns += 1;
-            }
-            let estimate = packer.estimate();
-            let whole = packer.needs_whole_count(all_bytes);
-            (kept_passages, kept_turns, (!whole).then_some(estimate))
-        };
+        }
+    }
 
-        // Lay out what was kept; count the whole when the estimate is close to the budget,
-        // and drop blocks from the end until the count fits.
-        let (mut kept_passages, mut kept_turns) = (kept_passages, kept_turns);
-        loop {
-            // Keep the first `kept_passages` blocks of the context and close it.
-            if kept_passages == 0 {
-                context.clear();
+    fn render_chat(
+        &self,
+        question: &str,
+        question_spans: &[Range<usize>],
+        blocks: &[Part],
+        turns: &[(&str, &str)],
+        budget: &TokenBudget,
+    ) -> Result<RenderedPrompt> {
+        let family = self.layout.family;
+        let counter = &*self.counter;
+        let available = budget.prompt_tokens();
+        let mut q = Writer::with_capacity(question.len());
+        q.rendered(question, question_spans);
+        let question = q.finish(family);
+        let safe: Vec<(Cow<'_, str>, Cow<'_, str>)> = turns
+            .iter()
+            .map(|(q, a)| (neutralize(family, q), neutralize(family, a)))
+            .collect();
+        let turns: Vec<(&str, &str)> = safe.iter().map(|(q, a)| (&**q, &**a)).collect();
+        let turns = turns.as_slice();
+        let system = self.parts.system.as_str();
+        let has_system = !system.is_empty();
+        let framing = self.framing;
+
+        let context_bytes = if blocks.is_empty() {
+            0
+        } else {
+            CONTEXT_OPEN.len()
+                + CONTEXT_CLOSE.len()
+                + blocks.iter().map(|b| b.text.len()).sum::<usize>()
+        };
+        let all_bytes = system.len()
+            + context_bytes
+            + question.len()
+            + turns.iter().map(|(q, a)| q.len() + a.len()).sum::<usize>();
+        let messages = usize::from(has_system) + 1 + 2 * turns.len();
+        let bound = counter.max_count_for_len(all_bytes) + framing.tokens(messages);
+        if bound <= available {
+            let prompt = assemble_chat(system, blocks, turns, &question);
+            return Ok(rendered(
+                prompt,
+                blocks.len(),
+                blocks.len(),
+                turns.len(),
+                turns.len(),
+                bound,
+            ));
+        }
+
+        let fixed = self.fixed();
+        let joiner = Joiner::new(counter);
+        let mut total = Total::new(available);
+        // The first message holds the context, then the first question: the oldest kept
+        // turn's, or the current one.
+        let in_first = |text: &str, with_context: bool, total: &mut Total| -> isize {
+            if with_context {
+                counter.count_part(text) as isize
+                    + joiner.delta(CONTEXT_CLOSE, false, text, total)
             } else {
-                context.truncate(ends[kept_passages]);
-                context.push_str(CONTEXT_CLOSE);
+                counter.count(text) as isize
             }
-            let prompt = (self.layout.assemble)(&Pieces {
-                system: &self.parts.system,
-                context: &context,
-                turns: &turns[turns.len() - kept_turns..],
-                question: &question,
+        };
+        let base = framing.tokens(usize::from(has_system) + 1) as isize
+            + fixed.start as isize
+            + in_first(&question, false, &mut total);
+        total.add(base);
+        if total.over() {
+            return Err(Error::ContextOverflow {
+                needed: total.tokens(),
+                budget: available,
             });
-            let bytes = prompt_bytes(&prompt);
-            let tokens = match token_count.take() {
-                Some(estimate) => estimate.min(bytes),
-                None if bytes <= available => bytes,
-                None => count_prompt(counter, &prompt),
+        }
+        let mut kept_passages = 0;
+        for (i, block) in blocks.iter().enumerate() {
+            let block = block.text.as_str();
+            let joints = if i == 0 {
+                fixed.open_at_start as isize
+                    + fixed.close as isize
+                    + joiner.delta(CONTEXT_OPEN, true, block, &mut total)
+                    + joiner.delta(block, false, CONTEXT_CLOSE, &mut total)
+                    + in_first(&question, true, &mut total)
+                    - in_first(&question, false, &mut total)
+            } else {
+                let previous = blocks[i - 1].text.as_str();
+                joiner.delta(previous, false, block, &mut total)
+                    + joiner.delta(block, false, CONTEXT_CLOSE, &mut total)
+                    - joiner.delta(previous, false, CONTEXT_CLOSE, &mut total)
+            };
+            if !total.offer(joints, |limit| counter.count_part_till_limit(block, limit)) {
+                break;
+            }
+            kept_passages += 1;
+        }
+        let with_context = kept_passages > 0;
+        let mut first: &str = &question;
+        let mut kept_turns = 0;
+        for &(q, a) in turns.iter().rev() {
+            // The turn's question moves into the first message; the one there becomes its own
+            // message, after the turn's answer.
+            let cost = 2 * framing.per_message as isize
+                + counter.count(first) as isize
+                + in_first(q, with_context, &mut total)
+                - in_first(first, with_context, &mut total);
+            if !total.offer(cost, |limit| counter.count_till_limit(a, limit)) {
+                break;
+            }
+            kept_turns += 1;
+            first = q;
+        }
+
+        let (mut kept_passages, mut kept_turns) = (kept_passages, kept_turns);
+        let mut estimate = Some(total.tokens());
+        loop {
+            let prompt = assemble_chat(
+                system,
+                &blocks[..kept_passages],
+                &turns[turns.len() - kept_turns..],
+                &question,
+            );
+            let tokens = match estimate.take() {
+                Some(tokens) if total.exact() || tokens + CLOSE <= available => tokens,
+                _ => count_chat(counter, framing, &prompt),
             };
             if tokens <= available {
-                return Ok(RenderedPrompt {
+                return Ok(rendered(
                     prompt,
-                    passages_kept: (0..kept_passages).collect(),
-                    passages_dropped: (kept_passages..passage_count).collect(),
-                    turns_kept: kept_turns,
-                    turns_dropped: turns.len() - kept_turns,
-                    token_count: tokens,
-                });
+                    blocks.len(),
+                    kept_passages,
+                    turns.len(),
+                    kept_turns,
+                    tokens,
+                ));
             }
-            if kept_turns > 0 {
-                kept_turns -= 1;
-            } else if kept_passages > 0 {
-                kept_passages -= 1;
-            } else {
+            if !drop_last(&mut kept_passages, &mut kept_turns) {
                 return Err(Error::ContextOverflow {
                     needed: tokens,
                     budget: available,
@@ -358,22 +594,112 @@ impl Engine {
     }
 }
 
-fn non_empty<'a>(text: Cow<'a, str>, placeholder: &'static str) -> Cow<'a, str> {
-    if text.is_empty() {
-        Cow::Borrowed(placeholder)
+/// An estimate that is not exact and leaves fewer tokens than this free is checked by counting
+/// the whole prompt.
+const CLOSE: usize = 8;
+
+/// Drops the oldest kept turn, else the worst kept passage; false when nothing is left.
+fn drop_last(kept_passages: &mut usize, kept_turns: &mut usize) -> bool {
+    if *kept_turns > 0 {
+        *kept_turns -= 1;
+    } else if *kept_passages > 0 {
+        *kept_passages -= 1;
     } else {
-        text
+        return false;
+    }
+    true
+}
+
+fn rendered(
+    prompt: Prompt,
+    passages: usize,
+    kept_passages: usize,
+    turns: usize,
+    kept_turns: usize,
+    token_count: usize,
+) -> RenderedPrompt {
+    RenderedPrompt {
+        prompt,
+        passages_kept: (0..kept_passages).collect(),
+        passages_dropped: (kept_passages..passages).collect(),
+        turns_kept: kept_turns,
+        turns_dropped: turns - kept_turns,
+        token_count,
     }
 }
 
-/// The UTF-8 length of what [`count_prompt`] counts.
-pub(crate) fn prompt_bytes(prompt: &Prompt) -> usize {
+fn assemble_text(prefix: &str, blocks: &[Part], turns: &[String], tail: &str) -> String {
+    let mut out = String::with_capacity(
+        prefix.len()
+            + CONTEXT_OPEN.len()
+            + CONTEXT_CLOSE.len()
+            + blocks.iter().map(|b| b.text.len()).sum::<usize>()
+            + turns.iter().map(String::len).sum::<usize>()
+            + tail.len(),
+    );
+    out.push_str(prefix);
+    push_context(blocks, &mut out);
+    for turn in turns {
+        out.push_str(turn);
+    }
+    out.push_str(tail);
+    out
+}
+
+fn push_context(blocks: &[Part], out: &mut String) {
+    if blocks.is_empty() {
+        return;
+    }
+    out.push_str(CONTEXT_OPEN);
+    for block in blocks {
+        out.push_str(&block.text);
+    }
+    out.push_str(CONTEXT_CLOSE);
+}
+
+fn assemble_chat(system: &str, blocks: &[Part], turns: &[(&str, &str)], question: &str) -> Prompt {
+    let mut messages = Vec::with_capacity(2 * turns.len() + 1);
+    let first_question = turns.first().map_or(question, |t| t.0);
+    let mut first = String::with_capacity(
+        CONTEXT_OPEN.len()
+            + CONTEXT_CLOSE.len()
+            + blocks.iter().map(|b| b.text.len()).sum::<usize>()
+            + first_question.len(),
+    );
+    push_context(blocks, &mut first);
+    first.push_str(first_question);
+    messages.push(Message::user(first));
+    for (i, (_, answer)) in turns.iter().enumerate() {
+        messages.push(Message::assistant(*answer));
+        messages.push(Message::user(turns.get(i + 1).map_or(question, |t| t.0)));
+    }
+    Prompt::Chat {
+        system: (!system.is_empty()).then(|| system.to_owned()),
+        messages,
+    }
+}
+
+/// A chat prompt's tokens by `counter`: each text as a message of its own, plus the framing.
+fn count_chat(counter: &dyn TokenCounter, framing: Framing, prompt: &Prompt) -> usize {
     match prompt {
-        Prompt::Text(text) => text.len(),
+        Prompt::Text(text) => counter.count(text) + framing.tokens(0),
         Prompt::Chat { system, messages } => {
-            system.as_deref().map_or(0, str::len)
-                + messages.iter().map(|m| m.content.len()).sum::<usize>()
+            let system_tokens = system.as_deref().map_or(0, |s| counter.count(s));
+            system_tokens
+                + messages
+                    .iter()
+                    .map(|m| counter.count(&m.content))
+                    .sum::<usize>()
+                + framing.tokens(messages.len() + usize::from(system.is_some()))
         }
+    }
+}
+
+fn non_empty<'a>(text: &'a str, placeholder: &'static str) -> &'a str {
+    if text.is_empty() {
+        placeholder
+    } else {
+        text
     }
 }
 
@@ -391,15 +717,16 @@ macro_rules! family_template {
 
         impl $name {
             /// The template with the shipped defaults: the default system text, passage block
-            /// and question framing, counted with cl100k ([`crate::tokens::default_counter`]).
+            /// and question framing, counted the family's way
+            /// ([`crate::ModelFamily::default_tokens`]).
             pub fn new() -> Self {
                 $name {
                     engine: $crate::prompt::engine::Engine::with_defaults($layout),
                 }
             }
 
-            /// A builder to replace the system text, the passage block, the question framing
-            /// or the token counter.
+            /// A builder to replace the system text, the passage block, the question framing,
+            /// the token counter or the framing.
             pub fn builder() -> $builder {
                 $builder {
                     inner: $crate::prompt::engine::EngineBuilder::new(),
@@ -420,6 +747,11 @@ macro_rules! family_template {
             pub fn counter(&self) -> &std::sync::Arc<dyn $crate::tokens::TokenCounter> {
                 self.engine.counter()
             }
+
+            /// The framing counted around a chat prompt's text.
+            pub fn framing(&self) -> $crate::model::Framing {
+                self.engine.framing()
+            }
         }
 
         impl Default for $name {
@@ -435,6 +767,10 @@ macro_rules! family_template {
                 budget: &$crate::prompt::TokenBudget,
             ) -> $crate::error::Result<$crate::prompt::RenderedPrompt> {
                 self.engine.render(input, budget)
+            }
+
+            fn kind(&self) -> $crate::prompt::PromptKind {
+                self.engine.kind()
             }
         }
 
@@ -471,13 +807,26 @@ macro_rules! family_template {
                 self
             }
 
-            /// The token counter; by default cl100k behind a process-wide cache
-            /// ([`crate::tokens::default_counter`]).
+            /// The token counter; by default the family's
+            /// ([`crate::ModelFamily::default_tokens`]).
             pub fn with_counter(
                 mut self,
                 counter: impl $crate::tokens::TokenCounter + 'static,
             ) -> Self {
                 self.inner.counter = Some(std::sync::Arc::new(counter));
+                self
+            }
+
+            /// Counts with the shared counter of `tokens` (what a model's profile names).
+            pub fn with_tokens(mut self, tokens: $crate::tokens::TokenScheme) -> Self {
+                self.inner.counter = Some(tokens.counter());
+                self
+            }
+
+            /// The framing a message API adds around a chat prompt's text, counted on top of
+            /// it; by default the family's ([`crate::ModelFamily::default_framing`]).
+            pub fn with_framing(mut self, framing: $crate::model::Framing) -> Self {
+                self.inner.framing = Some(framing);
                 self
             }
 

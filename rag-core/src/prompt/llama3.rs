@@ -5,56 +5,44 @@
 //! content stripped of surrounding whitespace, then `<|eot_id|>`; the prompt ends with an open
 //! assistant header followed by its blank line, for the model to complete.
 
-use super::engine::{family_template, Layout, Pieces};
-use super::Prompt;
+use std::ops::Range;
+
+use super::engine::{family_template, Layout, Shape, TextShape, Writer};
 use crate::model::ModelFamily;
 
 const BEGIN: &str = "<|begin_of_text|>";
 const EOT: &str = "<|eot_id|>";
+const USER: &str = "<|start_header_id|>user<|end_header_id|>\n\n";
+const ASSISTANT: &str = "<|start_header_id|>assistant<|end_header_id|>\n\n";
 
-fn header(role: &str, out: &mut String) {
-    out.push_str("<|start_header_id|>");
-    out.push_str(role);
-    out.push_str("<|end_header_id|>\n\n");
+fn prefix(system: &str, w: &mut Writer) {
+    w.text(BEGIN);
+    if !system.is_empty() {
+        w.text("<|start_header_id|>system<|end_header_id|>\n\n");
+        w.text(system);
+        w.text(EOT);
+    }
+    w.text(USER);
 }
 
-fn message(role: &str, content: &str, out: &mut String) {
-    header(role, out);
-    out.push_str(content);
-    out.push_str(EOT);
+fn turn(question: &str, answer: &str, w: &mut Writer) {
+    w.value(question);
+    w.text(EOT);
+    w.text(ASSISTANT);
+    w.value(answer);
+    w.text(EOT);
+    w.text(USER);
 }
 
-fn turn_text(question: &str, answer: &str, out: &mut String) {
-    message("user", question, out);
-    message("assistant", answer, out);
-}
-
-fn assemble(p: &Pieces<'_, '_>) -> Prompt {
-    let mut out = String::with_capacity(p.capacity());
-    out.push_str(BEGIN);
-    if !p.system.is_empty() {
-        message("system", p.system, &mut out);
-    }
-    header("user", &mut out);
-    p.first_user(&mut out);
-    out.push_str(EOT);
-    for (first, turn) in p.turns_with_first() {
-        if !first {
-            message("user", &turn.question, &mut out);
-        }
-        message("assistant", &turn.answer, &mut out);
-    }
-    if !p.turns.is_empty() {
-        message("user", p.question, &mut out);
-    }
-    header("assistant", &mut out);
-    Prompt::Text(out)
+fn tail(question: &str, spans: &[Range<usize>], w: &mut Writer) {
+    w.rendered(question, spans);
+    w.text(EOT);
+    w.text(ASSISTANT);
 }
 
 pub(crate) const LAYOUT: Layout = Layout {
     family: ModelFamily::Llama3,
-    assemble,
-    turn_text: Some(turn_text),
+    shape: Shape::Text(TextShape { prefix, turn, tail }),
 };
 
 family_template!(
@@ -63,6 +51,7 @@ family_template!(
     /// user and assistant messages, ending with an open assistant header.
     ///
     /// Passages go at the top of the first user message, numbered from 1 in rank order.
+    /// Counted with cl100k, an upper bound of Llama 3's own count.
     Llama3Template,
     Llama3TemplateBuilder,
     LAYOUT

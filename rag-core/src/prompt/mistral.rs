@@ -7,56 +7,34 @@
 //! instruction, the answer after a space and closed by `</s>` with no space. The format has no
 //! system role: the system text opens the first instruction, followed by a blank line.
 
-use super::engine::{family_template, Layout, Pieces, PARAGRAPH};
-use super::Prompt;
+use std::ops::Range;
+
+use super::engine::{family_template, Layout, Shape, TextShape, Writer, PARAGRAPH};
 use crate::model::ModelFamily;
 
-fn instruction(user: impl FnOnce(&mut String), out: &mut String) {
-    out.push_str("[INST] ");
-    user(out);
-    out.push_str(" [/INST]");
-}
-
-fn answer(answer: &str, out: &mut String) {
-    out.push(' ');
-    out.push_str(answer);
-    out.push_str("</s>");
-}
-
-fn turn_text(question: &str, reply: &str, out: &mut String) {
-    instruction(|o| o.push_str(question), out);
-    answer(reply, out);
-}
-
-fn assemble(p: &Pieces<'_, '_>) -> Prompt {
-    let mut out = String::with_capacity(p.capacity());
-    out.push_str("<s>");
-    instruction(
-        |o| {
-            if !p.system.is_empty() {
-                o.push_str(p.system);
-                o.push_str(PARAGRAPH);
-            }
-            p.first_user(o);
-        },
-        &mut out,
-    );
-    for (first, turn) in p.turns_with_first() {
-        if !first {
-            instruction(|o| o.push_str(&turn.question), &mut out);
-        }
-        answer(&turn.answer, &mut out);
+fn prefix(system: &str, w: &mut Writer) {
+    w.text("<s>[INST] ");
+    if !system.is_empty() {
+        w.text(system);
+        w.text(PARAGRAPH);
     }
-    if !p.turns.is_empty() {
-        instruction(|o| o.push_str(p.question), &mut out);
-    }
-    Prompt::Text(out)
+}
+
+fn turn(question: &str, answer: &str, w: &mut Writer) {
+    w.value(question);
+    w.text(" [/INST] ");
+    w.value(answer);
+    w.text("</s>[INST] ");
+}
+
+fn tail(question: &str, spans: &[Range<usize>], w: &mut Writer) {
+    w.rendered(question, spans);
+    w.text(" [/INST]");
 }
 
 pub(crate) const LAYOUT: Layout = Layout {
     family: ModelFamily::Mistral,
-    assemble,
-    turn_text: Some(turn_text),
+    shape: Shape::Text(TextShape { prefix, turn, tail }),
 };
 
 family_template!(
@@ -64,7 +42,7 @@ family_template!(
     /// exchanges as `[INST] {question} [/INST] {answer}</s>`.
     ///
     /// Passages go at the top of the first instruction, after the system text, numbered from
-    /// 1 in rank order.
+    /// 1 in rank order. Counted exactly with Mistral's SentencePiece v1 model.
     MistralTemplate,
     MistralTemplateBuilder,
     LAYOUT

@@ -9,11 +9,14 @@
 //! | Llama 3.x instruct | [`Llama3Template`] | `<\|start_header_id\|>...<\|eot_id\|>` text |
 //! | Titan Text | [`TitanTextTemplate`] | `User:` / `Bot:` text |
 //! | Mistral / Mixtral | [`MistralTemplate`] | `<s>[INST] ... [/INST]` text |
+//! | chat models behind ConverseStream | [`ChatTemplate`] | [`Prompt::Chat`] |
 //!
 //! Every template numbers the passages it keeps from 1 in rank order, neutralizes the family's
-//! markers in untrusted text ([`sanitize`]), lets a user replace the system text, the passage
-//! block and the question framing with handlebars templates ([`parts`]), and packs the prompt
-//! into a [`TokenBudget`] counted by a [`crate::tokens::TokenCounter`].
+//! markers wherever untrusted text touches them ([`sanitize`]), lets a user replace the system
+//! text, the passage block and the question framing with handlebars templates ([`parts`]), and
+//! packs the prompt into a [`TokenBudget`] counted by a [`crate::tokens::TokenCounter`]: the
+//! family's own tokenizer where it is public, a measured upper bound where it is not
+//! ([`template_for_profile`] counts the way a model's profile says).
 //!
 //! ```
 //! use rag_core::prompt::Llama3Template;
@@ -44,7 +47,7 @@ use std::fmt::Debug;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::model::ModelFamily;
+use crate::model::{ModelFamily, ModelProfile};
 use crate::types::{Passage, Turn};
 
 mod budget;
@@ -58,14 +61,17 @@ pub mod parts;
 pub mod sanitize;
 mod titan;
 
-pub use claude::{ClaudeMessagesTemplate, ClaudeMessagesTemplateBuilder};
+pub use claude::{
+    ChatTemplate, ChatTemplateBuilder, ClaudeMessagesTemplate, ClaudeMessagesTemplateBuilder,
+};
 pub use claude_text::{ClaudeTextTemplate, ClaudeTextTemplateBuilder};
 pub use llama2::{Llama2Template, Llama2TemplateBuilder};
 pub use llama3::{Llama3Template, Llama3TemplateBuilder};
 pub use mistral::{MistralTemplate, MistralTemplateBuilder};
 pub use titan::{TitanTextTemplate, TitanTextTemplateBuilder};
 
-/// The shipped template of `family`, counted with cl100k.
+/// The shipped template of `family`, counted the family's way
+/// ([`ModelFamily::default_tokens`]).
 pub fn template_for(family: ModelFamily) -> Box<dyn PromptTemplate> {
     match family {
         ModelFamily::Claude => Box::new(ClaudeMessagesTemplate::new()),
@@ -74,6 +80,67 @@ pub fn template_for(family: ModelFamily) -> Box<dyn PromptTemplate> {
         ModelFamily::Llama3 => Box::new(Llama3Template::new()),
         ModelFamily::TitanText => Box::new(TitanTextTemplate::new()),
         ModelFamily::Mistral => Box::new(MistralTemplate::new()),
+        _ => Box::new(ChatTemplate::new()),
+    }
+}
+
+/// The shipped template of a model's family, counted as its profile says (its token scheme and
+/// framing).
+pub fn template_for_profile(profile: &ModelProfile) -> Box<dyn PromptTemplate> {
+    macro_rules! build {
+        ($template:ty) => {
+            Box::new(
+                <$template>::builder()
+                    .with_tokens(profile.tokens)
+                    .with_framing(profile.framing)
+                    .build()
+                    .expect("the shipped templates compile"),
+            )
+        };
+    }
+    match profile.family {
+        ModelFamily::Claude => build!(ClaudeMessagesTemplate),
+        ModelFamily::ClaudeText => build!(ClaudeTextTemplate),
+        ModelFamily::Llama2 => build!(Llama2Template),
+        ModelFamily::Llama3 => build!(Llama3Template),
+        ModelFamily::TitanText => build!(TitanTextTemplate),
+        ModelFamily::Mistral => build!(MistralTemplate),
+        _ => build!(ChatTemplate),
+    }
+}
+
+/// The kind of prompt a template renders, or a generator takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PromptKind {
+    /// A system text and messages ([`Prompt::Chat`]), for message APIs (Claude Messages,
+    /// ConverseStream).
+    Chat,
+    /// One text in the format of a text family ([`Prompt::Text`]).
+    Text(ModelFamily),
+    /// Whatever it is given (test doubles, the extractive generator).
+    Any,
+}
+
+impl PromptKind {
+    /// Whether a template rendering `self` fits a generator taking `generator`.
+    pub fn fits(self, generator: PromptKind) -> bool {
+        match (self, generator) {
+            (PromptKind::Any, _) | (_, PromptKind::Any) => true,
+            (PromptKind::Chat, PromptKind::Chat) => true,
+            (PromptKind::Text(a), PromptKind::Text(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for PromptKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PromptKind::Chat => f.write_str("chat prompts (a system text and messages)"),
+            PromptKind::Text(family) => write!(f, "{family} text prompts"),
+            PromptKind::Any => f.write_str("any prompt"),
+        }
     }
 }
 
@@ -183,11 +250,12 @@ pub struct RenderedPrompt {
     pub turns_kept: usize,
     /// How many older turns the budget left out.
     pub turns_dropped: usize,
-    /// The prompt's size as the template's token counter counts it, or an upper bound of it
-    /// that is never over the budget: the family templates skip counting when the UTF-8
-    /// length already fits (a token is at least one byte) and otherwise sum separately
-    /// counted blocks with one token per boundary, counting the whole prompt when that sum
-    /// comes close to the budget.
+    /// The prompt's size as the template's token counter counts it (with the framing of a
+    /// message API, for chat prompts), or an upper bound of it that is never over the budget.
+    /// The family templates skip counting when the UTF-8 length already settles it
+    /// ([`crate::tokens::TokenCounter::max_count_for_len`]); otherwise they count part by
+    /// part, exactly for counters that split exactly, and check the whole prompt for the
+    /// others.
     pub token_count: usize,
 }
 
@@ -200,22 +268,26 @@ pub struct RenderedPrompt {
 pub trait PromptTemplate: Send + Sync + Debug {
     /// Renders `input` within `budget`.
     fn render(&self, input: &PromptInput<'_>, budget: &TokenBudget) -> Result<RenderedPrompt>;
-}
 
-impl<T: PromptTemplate + ?Sized> PromptTemplate for &T {
-    fn render(&self, input: &PromptInput<'_>, budget: &TokenBudget) -> Result<RenderedPrompt> {
-        (**self).render(input, budget)
+    /// The kind of prompt it renders; the pipeline refuses a generator that takes another
+    /// kind. [`PromptKind::Any`] unless said otherwise.
+    fn kind(&self) -> PromptKind {
+        PromptKind::Any
     }
 }
 
-impl<T: PromptTemplate + ?Sized> PromptTemplate for Box<T> {
-    fn render(&self, input: &PromptInput<'_>, budget: &TokenBudget) -> Result<RenderedPrompt> {
-        (**self).render(input, budget)
-    }
+macro_rules! forward_template {
+    ($($ty:ty),*) => {$(
+        impl<T: PromptTemplate + ?Sized> PromptTemplate for $ty {
+            fn render(&self, input: &PromptInput<'_>, budget: &TokenBudget) -> Result<RenderedPrompt> {
+                (**self).render(input, budget)
+            }
+
+            fn kind(&self) -> PromptKind {
+                (**self).kind()
+            }
+        }
+    )*};
 }
 
-impl<T: PromptTemplate + ?Sized> PromptTemplate for std::sync::Arc<T> {
-    fn render(&self, input: &PromptInput<'_>, budget: &TokenBudget) -> Result<RenderedPrompt> {
-        (**self).render(input, budget)
-    }
-}
+forward_template!(&T, Box<T>, std::sync::Arc<T>);

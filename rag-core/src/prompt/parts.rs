@@ -5,7 +5,11 @@
 //! variable or helper that does not exist, fails `build()` with the template's line and column.
 //! Values are plain data to handlebars, never templates, so a question containing `{{system}}`
 //! is rendered as those characters. Output is not HTML-escaped: prompts are not HTML, and the
-//! family's markers are neutralized instead ([`super::sanitize`]).
+//! family's markers are neutralized instead ([`super::sanitize`]), on the rendered text with
+//! the template's own text as the only trusted span: rendering reports where each value
+//! landed.
+
+use std::ops::Range;
 
 use handlebars::template::{HelperTemplate, Parameter, Template, TemplateElement};
 use handlebars::{Handlebars, Path};
@@ -140,15 +144,28 @@ pub(crate) enum Value<'a> {
     Num(usize),
 }
 
-fn render_fast(pieces: &[Piece], values: &[Value<'_>], out: &mut String) {
+/// Renders `pieces` into `out`, recording where each value landed (empty values too): those
+/// are the untrusted spans of the output, as handlebars' path marks them.
+fn render_fast(
+    pieces: &[Piece],
+    values: &[Value<'_>],
+    out: &mut String,
+    spans: &mut Vec<Range<usize>>,
+) {
     for piece in pieces {
         match piece {
             Piece::Text(text) => out.push_str(text),
             Piece::Var(i) => match values[*i] {
-                Value::Str(s) => out.push_str(s),
+                Value::Str(s) => {
+                    let start = out.len();
+                    out.push_str(s);
+                    spans.push(start..out.len());
+                }
                 Value::Num(n) => {
                     use std::fmt::Write;
+                    let start = out.len();
                     let _ = write!(out, "{n}");
+                    spans.push(start..out.len());
                 }
             },
             Piece::If {
@@ -162,7 +179,7 @@ fn render_fast(pieces: &[Piece], values: &[Value<'_>], out: &mut String) {
                     Value::Num(n) => n != 0,
                 };
                 let branch = if truthy != *negate { then } else { otherwise };
-                render_fast(branch, values, out);
+                render_fast(branch, values, out, spans);
             }
         }
     }
@@ -182,11 +199,61 @@ struct QuestionData<'a> {
     question: &'a str,
 }
 
+/// Marks the start and end of a value in handlebars' output; the escape function wraps every
+/// value it writes with them (handlebars escapes values, never the template's own text), and
+/// [`take_spans`] strips them and records where the values were.
+const VALUE_START: char = '\u{E000}';
+const VALUE_END: char = '\u{E001}';
+
+fn mark_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 6);
+    out.push(VALUE_START);
+    // A value cannot fake a mark: the private-use marks in it become U+FFFD.
+    for c in value.chars() {
+        out.push(if matches!(c, VALUE_START | VALUE_END) {
+            '\u{FFFD}'
+        } else {
+            c
+        });
+    }
+    out.push(VALUE_END);
+    out
+}
+
+/// Strips the value marks from handlebars' output into `out`, recording each value's span.
+fn take_spans(rendered: &str, out: &mut String, spans: &mut Vec<Range<usize>>) {
+    let mut start = None;
+    for c in rendered.chars() {
+        match c {
+            VALUE_START => start = Some(out.len()),
+            VALUE_END => {
+                if let Some(start) = start.take() {
+                    spans.push(start..out.len());
+                }
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+/// Whether a template uses `{{{triple}}}` expressions anywhere (they skip the escape
+/// function, so handlebars' output would not mark their values).
+fn uses_triple_stash(template: &Template) -> bool {
+    template.elements.iter().any(|element| match element {
+        TemplateElement::HtmlExpression(_) => true,
+        TemplateElement::HelperBlock(h) => [&h.template, &h.inverse]
+            .into_iter()
+            .flatten()
+            .any(uses_triple_stash),
+        _ => false,
+    })
+}
+
 impl Parts {
     /// Compiles and checks the parts.
     pub(crate) fn compile(sources: &PartSources) -> Result<Parts> {
         let mut registry = Handlebars::new();
-        registry.register_escape_fn(handlebars::no_escape);
+        registry.register_escape_fn(mark_value);
         let mut fast = Vec::with_capacity(3);
         for (name, source, variables, required) in [
             (SYSTEM, &sources.system, SYSTEM_VARIABLES, None),
@@ -208,7 +275,17 @@ impl Parts {
                     ));
                 }
             }
-            fast.push(fast_form(&template, variables));
+            let fast_template = fast_form(&template, variables);
+            if fast_template.is_none() && uses_triple_stash(&template) {
+                return Err(template_error(
+                    name,
+                    "`{{{...}}}` is only supported in templates of plain variables and \
+                     `if`/`unless`; write `{{...}}` (prompts are never HTML-escaped)"
+                        .to_owned(),
+                    None,
+                ));
+            }
+            fast.push(fast_template);
             registry.register_template(name, template);
         }
         let fast_question = fast.pop().flatten();
@@ -226,8 +303,14 @@ impl Parts {
         })
     }
 
-    /// Renders one passage block; the values must already be neutralized.
-    pub(crate) fn passage(&self, data: &PassageData<'_>, out: &mut String) -> Result<()> {
+    /// Renders one passage block into `out`, recording the spans of its values in `spans`
+    /// (offsets into `out`).
+    pub(crate) fn passage(
+        &self,
+        data: &PassageData<'_>,
+        out: &mut String,
+        spans: &mut Vec<Range<usize>>,
+    ) -> Result<()> {
         match &self.fast_passage {
             Some(pieces) => {
                 // In the order of PASSAGE_VARIABLES.
@@ -238,32 +321,41 @@ impl Parts {
                     Value::Str(data.source),
                     Value::Str(data.text),
                 ];
-                render_fast(pieces, &values, out);
+                render_fast(pieces, &values, out, spans);
             }
-            None => out.push_str(
-                &self
+            None => {
+                let rendered = self
                     .registry
                     .render(PASSAGE, data)
-                    .map_err(|e| render_error(PASSAGE, e))?,
-            ),
+                    .map_err(|e| render_error(PASSAGE, e))?;
+                take_spans(&rendered, out, spans);
+            }
         }
         Ok(())
     }
 
-    /// Renders the question framing, trimmed; the question must already be neutralized.
-    pub(crate) fn question(&self, question: &str) -> Result<String> {
-        let rendered = match &self.fast_question {
-            Some(pieces) => {
-                let mut out = String::with_capacity(question.len() + 64);
-                render_fast(pieces, &[Value::Str(question)], &mut out);
-                out
+    /// Renders the question framing, trimmed, with the spans of the question in it.
+    pub(crate) fn question(&self, question: &str) -> Result<(String, Vec<Range<usize>>)> {
+        let mut out = String::with_capacity(question.len() + 64);
+        let mut spans = Vec::with_capacity(1);
+        match &self.fast_question {
+            Some(pieces) => render_fast(pieces, &[Value::Str(question)], &mut out, &mut spans),
+            None => {
+                let rendered = self
+                    .registry
+                    .render(QUESTION, &QuestionData { question })
+                    .map_err(|e| render_error(QUESTION, e))?;
+                take_spans(&rendered, &mut out, &mut spans);
             }
-            None => self
-                .registry
-                .render(QUESTION, &QuestionData { question })
-                .map_err(|e| render_error(QUESTION, e))?,
-        };
-        Ok(rendered.trim().to_owned())
+        }
+        let start = out.len() - out.trim_start().len();
+        let end = out.trim_end().len().max(start);
+        let trimmed = out[start..end].to_owned();
+        let spans = spans
+            .into_iter()
+            .map(|s| s.start.clamp(start, end) - start..s.end.clamp(start, end) - start)
+            .collect();
+        Ok((trimmed, spans))
     }
 }
 
@@ -444,6 +536,7 @@ mod tests {
         let parts = Parts::compile(&PartSources::default()).unwrap();
         assert_eq!(parts.system, DEFAULT_SYSTEM);
         let mut block = String::new();
+        let mut spans = Vec::new();
         parts
             .passage(
                 &PassageData {
@@ -454,13 +547,18 @@ mod tests {
                     text: "body & <b>",
                 },
                 &mut block,
+                &mut spans,
             )
             .unwrap();
+        assert_eq!(
+            spans.iter().map(|s| &block[s.clone()]).collect::<Vec<_>>(),
+            ["2", "s3://b/k", "body & <b>"]
+        );
         assert_eq!(
             block,
             "<document index=\"2\">\n<source>s3://b/k</source>\n<document_content>\nbody & <b>\n</document_content>\n</document>"
         );
-        assert_eq!(parts.question("  why? ").unwrap(), "why?");
+        assert_eq!(parts.question("  why? ").unwrap(), ("why?".to_owned(), vec![0..4]));
     }
 
     #[test]
@@ -531,7 +629,7 @@ mod tests {
     fn values_are_never_evaluated() {
         let parts = Parts::compile(&sources("S", DEFAULT_PASSAGE, "Q: {{question}}")).unwrap();
         assert_eq!(
-            parts.question("{{system}} {{> x}} {{#if a}}").unwrap(),
+            parts.question("{{system}} {{> x}} {{#if a}}").unwrap().0,
             "Q: {{system}} {{> x}} {{#if a}}"
         );
     }
@@ -568,14 +666,32 @@ mod tests {
             slow.fast_passage = None;
             for d in &data {
                 let (mut fast_out, mut slow_out) = (String::new(), String::new());
-                parts.passage(d, &mut fast_out).unwrap();
-                slow.passage(d, &mut slow_out).unwrap();
+                let (mut fast_spans, mut slow_spans) = (Vec::new(), Vec::new());
+                parts.passage(d, &mut fast_out, &mut fast_spans).unwrap();
+                slow.passage(d, &mut slow_out, &mut slow_spans).unwrap();
                 assert_eq!(fast_out, slow_out, "{template:?}");
+                // Triple-stash values skip the escape function, so only the fast renderer
+                // knows their spans; such templates never take handlebars' path.
+                if !template.contains("{{{") {
+                    assert_eq!(fast_spans, slow_spans, "{template:?}");
+                }
             }
         }
-        // Helpers with parameters take handlebars' path.
+        // Helpers with parameters take handlebars' path, which still reports the spans.
         let parts = Parts::compile(&sources("", templates[5], DEFAULT_QUESTION)).unwrap();
         assert!(parts.fast_passage.is_none());
+        let (mut out, mut spans) = (String::new(), Vec::new());
+        parts.passage(&data[0], &mut out, &mut spans).unwrap();
+        assert_eq!(out, "best  x & <y> ");
+        assert_eq!(spans, [5..14]);
+        // ... and refuses triple-stash values, which it could not mark.
+        let err = Parts::compile(&sources(
+            "",
+            "{{#if (eq index 1)}}best {{/if}}{{{text}}}",
+            DEFAULT_QUESTION,
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("{{{"), "{err}");
         assert!(Parts::compile(&PartSources::default())
             .unwrap()
             .fast_passage

@@ -2,254 +2,264 @@
 //!
 //! Passages, history and the question come from users and documents. If such text contained
 //! `<|eot_id|>` or `\n\nHuman:`, a model would read it as the end of a message or a new turn.
-//! [`neutralize`] breaks every role marker and special token of the target family by inserting
-//! a zero-width space (U+200B) inside it: the text reads the same to a person, but no tokenizer
-//! or model sees the marker any more. The document tags of the context block (`<document`,
-//! `</document`) are broken the same way, so a passage cannot close its block early.
+//! A marker is broken by inserting a zero-width space (U+200B) inside it: the text reads the
+//! same to a person, but no tokenizer or model sees the marker any more. The document tags of
+//! the context block (`<document`, `</document`) are broken the same way, so a passage cannot
+//! close its block early.
+//!
+//! Neutralizing each value alone is not enough: a template such as `{{title}}: {{text}}` joins
+//! values to its own text, and a title `x\n\nHuman` then reads `\n\nHuman:`. So the rendered
+//! text is scanned as a whole, with the template's own text as the only trusted span
+//! ([`neutralize_spans`]): every marker that overlaps an untrusted value, even by one
+//! character, is broken; markers wholly inside the template's text are its structure. Markers
+//! are matched generously:
+//!
+//! - special tokens and tags (`<|`, `[INST]`, `</s>`, `<document`, ...) in any letter case;
+//! - line roles (`Human:`, `Assistant:` for Claude text, `User:`, `Bot:` for Titan) in any
+//!   letter case and in compatibility forms that NFKC folds to them (Anthropic's legacy
+//!   tokenizer normalizes its input with NFKC, so `Ｈｕｍａｎ：` reaches it as `Human:`), after
+//!   any Unicode line break (`\n`, `\r`, U+000B, U+000C, U+0085, U+2028, U+2029) and any other
+//!   whitespace (NBSP included), and at the start of a value, which a template may place after
+//!   a line break.
 
 use std::borrow::Cow;
+use std::ops::Range;
+
+use unicode_normalization::UnicodeNormalization;
 
 use crate::model::ModelFamily;
 
 /// What is inserted to break a marker.
 pub const BREAK: char = '\u{200B}';
 
-/// Markers broken anywhere in the text, with the byte offset at which the break goes.
-type Breaks = &'static [(&'static str, usize)];
-
-const DOCUMENT_TAGS: Breaks = &[("<document", 1), ("</document", 1)];
-const LLAMA3: Breaks = &[("<document", 1), ("</document", 1), ("<|", 1)];
-const LLAMA2: Breaks = &[
-    ("<document", 1),
-    ("</document", 1),
-    ("[INST]", 1),
-    ("[/INST]", 1),
-    ("<<SYS>>", 1),
-    ("<</SYS>>", 1),
-    ("<s>", 1),
-    ("</s>", 1),
+const DOCUMENT_TAGS: &[&str] = &["<document", "</document"];
+const LLAMA3: &[&str] = &["<document", "</document", "<|"];
+const LLAMA2: &[&str] = &[
+    "<document",
+    "</document",
+    "[INST]",
+    "[/INST]",
+    "<<SYS>>",
+    "<</SYS>>",
+    "<s>",
+    "</s>",
 ];
-const MISTRAL: Breaks = &[
-    ("<document", 1),
-    ("</document", 1),
-    ("[INST]", 1),
-    ("[/INST]", 1),
-    ("<s>", 1),
-    ("</s>", 1),
+const MISTRAL: &[&str] = &[
+    "<document",
+    "</document",
+    "[INST]",
+    "[/INST]",
+    "<s>",
+    "</s>",
 ];
 
-/// Role names broken where they start a line (after optional spaces or tabs), and at the very
-/// start of the text, since templates may place a value right after a line break.
+/// Role names that start a turn at the start of a line (matched in any letter case).
 const CLAUDE_TEXT_ROLES: &[&str] = &["Human:", "Assistant:"];
 const TITAN_ROLES: &[&str] = &["User:", "Bot:"];
 
-/// The marker rules of a family. Families with line roles break only markers that start
-/// with `<`, which lets their scan look for `<` and line breaks only.
+/// The marker rules of a family.
 struct Rules {
-    breaks: Breaks,
-    line_roles: &'static [&'static str],
+    /// Broken anywhere, in any letter case, after their first character.
+    tokens: &'static [&'static str],
+    /// Broken at line starts, before the role name.
+    roles: &'static [&'static str],
 }
 
 fn rules(family: ModelFamily) -> Rules {
-    match family {
-        ModelFamily::Claude => Rules {
-            breaks: DOCUMENT_TAGS,
-            line_roles: &[],
-        },
-        ModelFamily::ClaudeText => Rules {
-            breaks: DOCUMENT_TAGS,
-            line_roles: CLAUDE_TEXT_ROLES,
-        },
-        ModelFamily::Llama2 => Rules {
-            breaks: LLAMA2,
-            line_roles: &[],
-        },
-        ModelFamily::Llama3 => Rules {
-            breaks: LLAMA3,
-            line_roles: &[],
-        },
-        ModelFamily::TitanText => Rules {
-            breaks: DOCUMENT_TAGS,
-            line_roles: TITAN_ROLES,
-        },
-        ModelFamily::Mistral => Rules {
-            breaks: MISTRAL,
-            line_roles: &[],
-        },
+    let (tokens, roles): (&'static [&'static str], &'static [&'static str]) = match family {
+        ModelFamily::ClaudeText => (DOCUMENT_TAGS, CLAUDE_TEXT_ROLES),
+        ModelFamily::Llama2 => (LLAMA2, &[]),
+        ModelFamily::Llama3 => (LLAMA3, &[]),
+        ModelFamily::TitanText => (DOCUMENT_TAGS, TITAN_ROLES),
+        ModelFamily::Mistral => (MISTRAL, &[]),
+        // Message APIs keep roles out of the text; only the context block has structure.
+        _ => (DOCUMENT_TAGS, &[]),
+    };
+    Rules { tokens, roles }
+}
+
+/// Whether `c` ends a line for a model: the line breaks of Unicode's White_Space.
+fn is_line_break(c: char) -> bool {
+    matches!(
+        c,
+        '\n' | '\r' | '\u{000B}' | '\u{000C}' | '\u{0085}' | '\u{2028}' | '\u{2029}'
+    )
+}
+
+/// Whitespace that may stand between a line break and a role name.
+fn is_blank(c: char) -> bool {
+    c.is_whitespace() && !is_line_break(c)
+}
+
+/// The role name (with its colon) that starts exactly at `at`, and where it ends. Letters
+/// are compared after NFKC and lower-casing.
+fn role_at(text: &str, at: usize, roles: &[&'static str]) -> Option<(&'static str, usize)> {
+    'roles: for &role in roles {
+        let mut want = role.chars().flat_map(char::to_lowercase);
+        let mut expected = want.next();
+        for (i, c) in text[at..].char_indices() {
+            for folded in std::iter::once(c).nfkc() {
+                for lower in folded.to_lowercase() {
+                    match expected {
+                        Some(e) if e == lower => expected = want.next(),
+                        _ => continue 'roles,
+                    }
+                }
+            }
+            if expected.is_none() {
+                return Some((role, at + i + c.len_utf8()));
+            }
+        }
+    }
+    None
+}
+
+/// The first token marker starting at `at`, compared in any ASCII letter case.
+fn token_at(text: &str, at: usize, tokens: &[&'static str]) -> Option<&'static str> {
+    let rest = &text.as_bytes()[at..];
+    tokens
+        .iter()
+        .copied()
+        .find(|m| rest.len() >= m.len() && rest[..m.len()].eq_ignore_ascii_case(m.as_bytes()))
+}
+
+/// Whether the marker `[start, end)` overlaps the untrusted span: shares a character with
+/// it, or surrounds it when it is empty (an empty value between template texts that join).
+fn overlaps(marker: Range<usize>, span: &Range<usize>) -> bool {
+    if span.is_empty() {
+        marker.start < span.start && span.start < marker.end
+    } else {
+        marker.start < span.end && span.start < marker.end
     }
 }
 
-/// `text` with every marker of `family` broken; borrowed when there was nothing to break.
+/// Whether `at` is at a line start, looking back over blanks: the text starts there (and the
+/// text itself may start a line), or a line break comes before the blanks.
+fn at_line_start(text: &str, at: usize, text_starts_line: bool) -> bool {
+    match text[..at].trim_end_matches(is_blank).chars().next_back() {
+        None => text_starts_line,
+        Some(c) => is_line_break(c),
+    }
+}
+
+/// `text` with every marker of `family` that overlaps one of the `untrusted` byte ranges
+/// broken; borrowed when there was nothing to break. `untrusted` ranges are ordered and do
+/// not overlap; empty ranges mark values that rendered empty. `text_starts_line` says whether
+/// the text may follow a line break in the prompt, so that its first characters start a line.
+pub fn neutralize_spans<'t>(
+    family: ModelFamily,
+    text: &'t str,
+    untrusted: &[Range<usize>],
+    text_starts_line: bool,
+) -> Cow<'t, str> {
+    let rules = rules(family);
+    let mut breaks: Vec<usize> = Vec::new();
+    let longest = rules.tokens.iter().map(|t| t.len()).max().unwrap_or(1);
+    let bytes = text.as_bytes();
+    for span in untrusted {
+        // Token markers that overlap the span start at most `longest - 1` bytes before it.
+        let mut from = span.start.saturating_sub(longest - 1);
+        while !text.is_char_boundary(from) {
+            from -= 1;
+        }
+        let window = &bytes[from..span.end.min(bytes.len())];
+        for found in memchr::memchr2_iter(b'<', b'[', window) {
+            let at = from + found;
+            if let Some(marker) = token_at(text, at, rules.tokens) {
+                if overlaps(at..at + marker.len(), span) {
+                    breaks.push(at + 1);
+                }
+            }
+        }
+        if rules.roles.is_empty() {
+            continue;
+        }
+        // Line starts: the span's start when a line may start there, and after every line
+        // break inside it.
+        let mut starts: Vec<usize> = Vec::new();
+        if at_line_start(text, span.start, text_starts_line) {
+            starts.push(span.start);
+        }
+        for (i, c) in text[span.start..span.end].char_indices() {
+            if is_line_break(c) {
+                starts.push(span.start + i + c.len_utf8());
+            }
+        }
+        for start in starts {
+            let name = start
+                + text[start..]
+                    .char_indices()
+                    .find(|&(_, c)| !is_blank(c))
+                    .map_or(text.len() - start, |(i, _)| i);
+            if name >= text.len() {
+                continue;
+            }
+            // The marker runs from the line break (or the line start) to the colon.
+            let line = text[..start]
+                .char_indices()
+                .next_back()
+                .filter(|&(_, c)| is_line_break(c))
+                .map_or(start, |(i, _)| i);
+            if let Some((_, end)) = role_at(text, name, rules.roles) {
+                if overlaps(line..end, span) {
+                    breaks.push(name);
+                }
+            }
+        }
+    }
+    if breaks.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    breaks.sort_unstable();
+    breaks.dedup();
+    let mut out = String::with_capacity(text.len() + breaks.len() * BREAK.len_utf8());
+    let mut copied = 0;
+    for at in breaks {
+        out.push_str(&text[copied..at]);
+        out.push(BREAK);
+        copied = at;
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
+}
+
+/// `text` with every marker of `family` broken, the whole text untrusted and starting a line;
+/// borrowed when there was nothing to break.
 ///
 /// Markers broken per family: `<|` (every Llama 3 special token) for Llama 3; `[INST]`,
 /// `[/INST]`, `<s>`, `</s>` (and `<<SYS>>`, `<</SYS>>` for Llama 2) for Llama 2 and Mistral;
 /// `Human:` / `Assistant:` at a line start for Claude text; `User:` / `Bot:` at a line start
-/// for Titan; `<document` and `</document` for every family.
+/// for Titan; `<document` and `</document` for every family; all in any letter case.
 pub fn neutralize(family: ModelFamily, text: &str) -> Cow<'_, str> {
-    let rules = rules(family);
-    let bytes = text.as_bytes();
-    let mut out: Option<String> = None;
-    let mut copied = 0;
-    let mut insert_break = |at: usize, copied: &mut usize| {
-        let s = out.get_or_insert_with(|| String::with_capacity(text.len() + 8));
-        s.push_str(&text[*copied..at]);
-        s.push(BREAK);
-        *copied = at;
-    };
-    let line_roles = !rules.line_roles.is_empty();
-    let role_at = |at: usize| {
-        // A role after optional spaces or tabs; returns where the role name starts.
-        let start = at
-            + bytes[at..]
-                .iter()
-                .take_while(|b| matches!(b, b' ' | b'\t'))
-                .count();
-        let rest = &text[start..];
-        rules
-            .line_roles
-            .iter()
-            .any(|role| rest.starts_with(role))
-            .then_some(start)
-    };
-    if line_roles {
-        if let Some(start) = role_at(0) {
-            insert_break(start, &mut copied);
-        }
-    }
-    // Jump from one candidate byte to the next: every break starts with `<` or `[`, every
-    // role follows a line break.
-    let mut from = 0;
-    while let Some(found) = if line_roles {
-        memchr::memchr3(b'<', b'\n', b'\r', &bytes[from..])
-    } else {
-        memchr::memchr2(b'<', b'[', &bytes[from..])
-    } {
-        let i = from + found;
-        from = i + 1;
-        if matches!(bytes[i], b'\n' | b'\r') {
-            if let Some(start) = role_at(i + 1) {
-                insert_break(start, &mut copied);
-            }
-            continue;
-        }
-        let rest = &text[i..];
-        if let Some(&(_, offset)) = rules.breaks.iter().find(|(m, _)| rest.starts_with(m)) {
-            insert_break(i + offset, &mut copied);
-        }
-    }
-    match out {
-        None => Cow::Borrowed(text),
-        Some(mut s) => {
-            s.push_str(&text[copied..]);
-            Cow::Owned(s)
-        }
-    }
+    neutralize_spans(family, text, &[0..text.len()], true)
 }
 
 /// The first role marker or special token of `family` in a template's own text, with its
 /// byte offset: templates may change the wording of a prompt, never its structure. Document
-/// tags are not role markers (the passage template writes them).
+/// tags are not role markers (the passage template writes them). The template's first line
+/// counts as a line start, since a template may be placed after a line break.
 pub(crate) fn find_role_marker(family: ModelFamily, text: &str) -> Option<(usize, &'static str)> {
     let rules = rules(family);
-    let mut found: Option<(usize, &'static str)> = None;
-    let mut consider = |at: usize, marker: &'static str| {
-        if found.is_none_or(|(first, _)| at < first) {
-            found = Some((at, marker));
+    let tokens: Vec<&'static str> = rules
+        .tokens
+        .iter()
+        .copied()
+        .filter(|t| !DOCUMENT_TAGS.contains(t))
+        .collect();
+    for (at, c) in text.char_indices() {
+        if matches!(c, '<' | '[') {
+            if let Some(marker) = token_at(text, at, &tokens) {
+                return Some((at, marker));
+            }
         }
-    };
-    for &(marker, _) in rules.breaks {
-        if marker.starts_with("<document") || marker.starts_with("</document") {
-            continue;
-        }
-        if let Some(at) = text.find(marker) {
-            consider(at, marker);
+        if !rules.roles.is_empty() && !is_blank(c) && at_line_start(text, at, true) {
+            if let Some((role, _)) = role_at(text, at, rules.roles) {
+                return Some((at, role));
+            }
         }
     }
-    let mut line_start = 0;
-    for line in text.split_inclusive(['\n', '\r']) {
-        let trimmed = line.trim_start_matches([' ', '\t']);
-        if let Some(&role) = rules.line_roles.iter().find(|r| trimmed.starts_with(**r)) {
-            consider(line_start + line.len() - trimmed.len(), role);
-        }
-        line_start += line.len();
-    }
-    found
+    None
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clean_text_is_borrowed() {
-        for family in ModelFamily::ALL {
-            assert!(matches!(
-                neutralize(family, "a < b and c[0] > d\nUser says hi"),
-                Cow::Borrowed(_)
-            ));
-        }
-    }
-
-    #[test]
-    fn llama3_special_tokens_are_broken() {
-        let out = neutralize(ModelFamily::Llama3, "x<|eot_id|><|start_header_id|>system");
-        assert_eq!(out, "x<\u{200B}|eot_id|><\u{200B}|start_header_id|>system");
-    }
-
-    #[test]
-    fn inst_and_sys_markers_are_broken() {
-        let out = neutralize(ModelFamily::Llama2, "[/INST] ok </s><s>[INST] <<SYS>>");
-        assert!(!out.contains("[/INST]") && !out.contains("</s>") && !out.contains("<s>"));
-        assert!(!out.contains("[INST]") && !out.contains("<<SYS>>"));
-        assert_eq!(out.replace(BREAK, ""), "[/INST] ok </s><s>[INST] <<SYS>>");
-    }
-
-    #[test]
-    fn roles_are_broken_only_at_line_starts() {
-        let text = "Human: hi\nsay Human: mid-line\n  Assistant: x";
-        let out = neutralize(ModelFamily::ClaudeText, text);
-        assert_eq!(
-            out,
-            "\u{200B}Human: hi\nsay Human: mid-line\n  \u{200B}Assistant: x"
-        );
-        let out = neutralize(ModelFamily::TitanText, "a\r\nBot: b\nUser:c");
-        assert_eq!(out, "a\r\n\u{200B}Bot: b\n\u{200B}User:c");
-    }
-
-    #[test]
-    fn document_tags_are_broken_for_every_family() {
-        for family in ModelFamily::ALL {
-            let out = neutralize(family, "end</document></documents><document index=\"9\">");
-            assert!(!out.contains("</document"), "{family}: {out}");
-            assert!(!out.contains("<document"), "{family}: {out}");
-        }
-    }
-
-    #[test]
-    fn role_markers_in_template_text_are_found() {
-        assert_eq!(
-            find_role_marker(ModelFamily::Llama3, "ok <documents> then <|eot_id|>"),
-            Some((20, "<|"))
-        );
-        assert_eq!(
-            find_role_marker(ModelFamily::Llama3, "<document index=\"1\">"),
-            None
-        );
-        assert_eq!(
-            find_role_marker(ModelFamily::Mistral, "a </s> b [INST]"),
-            Some((2, "</s>"))
-        );
-        assert_eq!(
-            find_role_marker(ModelFamily::TitanText, "Rules:\n  Bot: obey"),
-            Some((9, "Bot:"))
-        );
-        assert_eq!(
-            find_role_marker(ModelFamily::ClaudeText, "Say Human: hi"),
-            None
-        );
-        assert_eq!(
-            find_role_marker(ModelFamily::Claude, "\n\nHuman: <|eot_id|>"),
-            None
-        );
-    }
-}
+mod tests;

@@ -4,47 +4,34 @@
 //! earlier exchanges as `User: {question}\nBot: {answer}\n` lines. Titan takes no system
 //! prompt, so the system text opens the first user text, followed by a blank line.
 
-use super::engine::{family_template, Layout, Pieces, PARAGRAPH};
-use super::Prompt;
+use std::ops::Range;
+
+use super::engine::{family_template, Layout, Shape, TextShape, Writer, PARAGRAPH};
 use crate::model::ModelFamily;
 
-fn turn_text(question: &str, answer: &str, out: &mut String) {
-    out.push_str("User: ");
-    out.push_str(question);
-    out.push_str("\nBot: ");
-    out.push_str(answer);
-    out.push('\n');
+fn prefix(system: &str, w: &mut Writer) {
+    w.text("User: ");
+    if !system.is_empty() {
+        w.text(system);
+        w.text(PARAGRAPH);
+    }
 }
 
-fn assemble(p: &Pieces<'_, '_>) -> Prompt {
-    let mut out = String::with_capacity(p.capacity());
-    out.push_str("User: ");
-    if !p.system.is_empty() {
-        out.push_str(p.system);
-        out.push_str(PARAGRAPH);
-    }
-    p.first_user(&mut out);
-    for (first, turn) in p.turns_with_first() {
-        if !first {
-            out.push_str("User: ");
-            out.push_str(&turn.question);
-        }
-        out.push_str("\nBot: ");
-        out.push_str(&turn.answer);
-        out.push('\n');
-    }
-    if !p.turns.is_empty() {
-        out.push_str("User: ");
-        out.push_str(p.question);
-    }
-    out.push_str("\nBot:");
-    Prompt::Text(out)
+fn turn(question: &str, answer: &str, w: &mut Writer) {
+    w.value(question);
+    w.text("\nBot: ");
+    w.value(answer);
+    w.text("\nUser: ");
+}
+
+fn tail(question: &str, spans: &[Range<usize>], w: &mut Writer) {
+    w.rendered(question, spans);
+    w.text("\nBot:");
 }
 
 pub(crate) const LAYOUT: Layout = Layout {
     family: ModelFamily::TitanText,
-    assemble,
-    turn_text: Some(turn_text),
+    shape: Shape::Text(TextShape { prefix, turn, tail }),
 };
 
 family_template!(

@@ -9,14 +9,21 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use crate::prompt::Prompt;
 
 mod cl100k;
+#[allow(missing_docs)]
+mod placeholder_spm;
+mod scaled;
+mod scheme;
 mod splits;
 
 pub use cl100k::Cl100kCounter;
+pub use placeholder_spm::SentencePieceCounter;
+pub use scaled::ScaledCounter;
+pub use scheme::TokenScheme;
 pub use splits::{is_clean_joint, is_clean_split};
 
 /// Counts the tokens of a text for the token budget.
@@ -198,13 +205,10 @@ impl<C: TokenCounter> TokenCounter for CachedCounter<C> {
     }
 }
 
-/// The counter the family templates use unless given another: cl100k behind one cache
-/// shared by the whole process.
+/// The cl100k counter behind the process-wide cache that the templates share
+/// ([`TokenScheme::Cl100k`]).
 pub fn default_counter() -> Arc<dyn TokenCounter> {
-    static DEFAULT: OnceLock<Arc<CachedCounter<Cl100kCounter>>> = OnceLock::new();
-    DEFAULT
-        .get_or_init(|| Arc::new(CachedCounter::new(Cl100kCounter::new())))
-        .clone()
+    TokenScheme::Cl100k.counter()
 }
 
 /// A counter of UTF-8 bytes: never less than a byte-level BPE's count and free to compute.
