@@ -125,6 +125,30 @@ pub enum Error {
         /// The limit that was exceeded.
         after: Duration,
     },
+    /// The model refused the prompt as longer than it takes (Bedrock's ValidationException
+    /// for prompt length), with the sizes it reported when it did. The pipeline sends a
+    /// shorter prompt once before it reports this.
+    #[error("the model refused the prompt as too long: {message}")]
+    PromptTooLong {
+        /// The service's message.
+        message: String,
+        /// The prompt's tokens as the model counted them, when it said.
+        tokens: Option<usize>,
+        /// The most prompt tokens the model takes, when it said.
+        limit: Option<usize>,
+    },
+    /// A backend or template panicked; the ask ended with this error instead of unwinding
+    /// into the caller's task.
+    #[error("{stage} panicked: {message}")]
+    Panicked {
+        /// The stage whose code panicked.
+        stage: Stage,
+        /// The panic's message.
+        message: String,
+    },
+    /// The pipeline is shutting down and takes no new asks.
+    #[error("the service is shutting down")]
+    ShuttingDown,
 }
 
 impl Error {
@@ -182,17 +206,29 @@ impl Error {
         self
     }
 
+    /// An [`Error::Panicked`] from a caught panic's payload.
+    pub fn panicked(stage: Stage, payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        Error::Panicked { stage, message }
+    }
+
     /// Whether the same call may succeed if tried again: decided where the error was made.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Retrieval { retryable, .. }
             | Error::History { retryable, .. }
             | Error::Generation { retryable, .. } => *retryable,
-            Error::Timeout { .. } => true,
+            Error::Timeout { .. } | Error::ShuttingDown => true,
             Error::InvalidInput { .. }
             | Error::Config { .. }
             | Error::Template { .. }
-            | Error::ContextOverflow { .. } => false,
+            | Error::ContextOverflow { .. }
+            | Error::PromptTooLong { .. }
+            | Error::Panicked { .. } => false,
         }
     }
 
@@ -204,8 +240,9 @@ impl Error {
             Error::History { .. } => Some(Stage::History),
             Error::Generation { .. } => Some(Stage::Generation),
             Error::Template { .. } | Error::ContextOverflow { .. } => Some(Stage::Prompt),
-            Error::Timeout { stage, .. } => Some(*stage),
-            Error::Config { .. } => None,
+            Error::Timeout { stage, .. } | Error::Panicked { stage, .. } => Some(*stage),
+            Error::PromptTooLong { .. } => Some(Stage::Generation),
+            Error::Config { .. } | Error::ShuttingDown => None,
         }
     }
 }

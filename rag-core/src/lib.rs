@@ -17,7 +17,7 @@ pub mod tokens;
 pub mod types;
 
 pub use error::{BoxError, Error, Result, Stage};
-pub use generator::{ChunkStream, Generator};
+pub use generator::{ChunkStream, Generator, PromptCounter};
 pub use history::HistoryStore;
 pub use model::{Framing, ModelFamily, ModelProfile, Route, SamplingRule};
 pub use pipeline::{

@@ -1,14 +1,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::dead_letter::{DeadLetterSink, TracingDeadLetters};
+use super::dead_letter::{DeadLetterLimits, DeadLetterQueue, DeadLetterSink, TracingDeadLetters};
 use super::retry::RetryPolicy;
 use super::{Inner, Pipeline};
 use crate::error::{Error, Result};
-use crate::generator::Generator;
+use crate::generator::{Generator, PromptCounter};
 use crate::history::HistoryStore;
-use crate::model::ModelProfile;
-use crate::prompt::PromptTemplate;
+use crate::model::{default_reserve, ModelProfile};
+use crate::prompt::{PromptKind, PromptTemplate};
 use crate::retriever::Retriever;
 use crate::types::GenerationParams;
 
@@ -59,12 +59,23 @@ pub(super) struct Settings {
     pub(super) params: GenerationParams,
     pub(super) context_window: usize,
     pub(super) max_output_tokens: Option<usize>,
-    pub(super) reserve: usize,
+    /// The safety margin; `None` for 1% of the window ([`default_reserve`]).
+    pub(super) reserve: Option<usize>,
+    pub(super) profile: Option<ModelProfile>,
+    pub(super) dead_letters: DeadLetterLimits,
     pub(super) timeouts: Timeouts,
     pub(super) retry: RetryPolicy,
     pub(super) save_retry: RetryPolicy,
     pub(super) on_history_error: HistoryFailurePolicy,
     pub(super) max_question_bytes: usize,
+}
+
+impl Settings {
+    /// The safety margin of every budget.
+    pub(super) fn reserve(&self) -> usize {
+        self.reserve
+            .unwrap_or_else(|| default_reserve(self.context_window))
+    }
 }
 
 impl Default for Settings {
@@ -75,7 +86,9 @@ impl Default for Settings {
             params: GenerationParams::default(),
             context_window: 8_192,
             max_output_tokens: None,
-            reserve: 64,
+            reserve: None,
+            profile: None,
+            dead_letters: DeadLetterLimits::default(),
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
             save_retry: RetryPolicy::attempts(3)
@@ -95,6 +108,7 @@ pub struct PipelineBuilder {
     retriever: Option<Arc<dyn Retriever>>,
     history: Option<Arc<dyn HistoryStore>>,
     dead_letters: Arc<dyn DeadLetterSink>,
+    prompt_counter: Option<Arc<dyn PromptCounter>>,
     settings: Settings,
 }
 
@@ -106,6 +120,7 @@ impl Default for PipelineBuilder {
             retriever: None,
             history: None,
             dead_letters: Arc::new(TracingDeadLetters),
+            prompt_counter: None,
             settings: Settings::default(),
         }
     }
@@ -145,6 +160,23 @@ impl PipelineBuilder {
         self
     }
 
+    /// Bounds on dead-letter delivery (default: 1,024 queued, 4 at once, 30 s each).
+    pub fn with_dead_letter_limits(mut self, limits: DeadLetterLimits) -> Self {
+        self.settings.dead_letters = limits;
+        self
+    }
+
+    /// Checks every prompt with the model's own count before the call (for example
+    /// `rag_bedrock::BedrockTokenCounter`, on Bedrock's CountTokens API): a prompt the model
+    /// counts over the budget is rendered again smaller, and one that it counts well under the
+    /// budget while the template left passages or turns out is rendered again larger, at most
+    /// twice in all. When the count fails, the template's count (an upper bound) is used and a
+    /// [`crate::Warning::CountUnavailable`] says so.
+    pub fn with_prompt_counter(mut self, counter: impl PromptCounter + 'static) -> Self {
+        self.prompt_counter = Some(Arc::new(counter));
+        self
+    }
+
     /// How many earlier turns to load per ask (default 10; 0 loads none).
     pub fn with_history_turns(mut self, turns: usize) -> Self {
         self.settings.history_turns = turns;
@@ -163,20 +195,24 @@ impl PipelineBuilder {
         self
     }
 
-    /// The model's context window and a safety reserve, in tokens (default 8,192 and 64). The
-    /// prompt budget of an ask is `context_window - max_tokens - reserve`.
+    /// The model's context window and a safety reserve, in tokens (default 8,192, and 1% of
+    /// the window, at least 16). The prompt budget of an ask is
+    /// `context_window - max_tokens - reserve`.
     pub fn with_context_window(mut self, context_window: usize, reserve: usize) -> Self {
         self.settings.context_window = context_window;
-        self.settings.reserve = reserve;
+        self.settings.reserve = Some(reserve);
         self
     }
 
-    /// The model's limits from its profile: the context window, and the longest answer it may
-    /// give (asks whose `max_tokens` exceed it fail with [`Error::InvalidInput`] before any
-    /// call). Without a template set, the family's default template is used.
+    /// The model's limits from its profile: the context window (with 1% of it as the
+    /// reserve), the longest answer it may give and its sampling rules (asks that break them
+    /// fail with [`Error::InvalidInput`] before any call). Without a template set, the family's
+    /// template counted as the profile says ([`crate::template_for_profile`]) is used.
     pub fn with_model_profile(mut self, profile: ModelProfile) -> Self {
         self.settings.context_window = profile.context_window;
+        self.settings.reserve = None;
         self.settings.max_output_tokens = Some(profile.max_output_tokens);
+        self.settings.profile = Some(profile);
         if self.template.is_none() {
             self.template = Some(Arc::from(crate::prompt::template_for_profile(&profile)));
         }
@@ -222,6 +258,38 @@ impl PipelineBuilder {
             .template
             .ok_or_else(|| Error::config("a prompt template is required (with_template)"))?;
         let settings = self.settings;
+        let (renders, takes) = (template.kind(), generator.accepts());
+        if !renders.fits(takes) {
+            let advice = match takes {
+                PromptKind::Chat => {
+                    "a chat template: ClaudeMessagesTemplate for Claude, ChatTemplate for other \
+                     chat models, or template_for_profile(&profile)"
+                        .to_owned()
+                }
+                PromptKind::Text(family) => {
+                    format!("the {family} template: template_for(ModelFamily::{family:?})")
+                }
+                PromptKind::Any => String::new(),
+            };
+            let fix = match renders {
+                PromptKind::Text(family) => format!(
+                    "; or call the model natively in its family ({family}), e.g. \
+                     BedrockGenerator::builder(model_id)"
+                ),
+                _ => String::new(),
+            };
+            return Err(Error::config(format!(
+                "the template renders {renders} but the generator takes {takes}: use {advice}{fix}"
+            )));
+        }
+        if let Some(profile) = settings.profile {
+            if !profile.streams {
+                return Err(Error::config(
+                    "this model does not stream on Bedrock (its profile says streams: false), and \
+                     the pipeline answers by streaming",
+                ));
+            }
+        }
         if self.retriever.is_some() && !(1..=Self::MAX_TOP_K).contains(&settings.top_k) {
             return Err(Error::config(format!(
                 "top_k {} is outside 1..={}",
@@ -244,6 +312,17 @@ impl PipelineBuilder {
                 )));
             }
         }
+        if let Some(profile) = settings.profile {
+            profile
+                .check_params("the model", &settings.params)
+                .map_err(|e| Error::config(format!("default params: {e}")))?;
+        }
+        let limits = settings.dead_letters;
+        if limits.max_queued == 0 || limits.max_concurrent == 0 || limits.timeout.is_zero() {
+            return Err(Error::config(
+                "dead-letter limits must allow at least one letter, one delivery and some time",
+            ));
+        }
         settings.retry.validate()?;
         settings.save_retry.validate()?;
         let t = settings.timeouts;
@@ -260,11 +339,14 @@ impl PipelineBuilder {
                 )));
             }
         }
-        let budget = crate::prompt::TokenBudget::new(settings.context_window, 0, settings.reserve);
+        let budget =
+            crate::prompt::TokenBudget::new(settings.context_window, 0, settings.reserve());
         if budget.prompt_tokens() <= settings.params.max_tokens as usize {
             return Err(Error::config(format!(
                 "context window {} leaves no room for a prompt after max_tokens {} and reserve {}",
-                settings.context_window, settings.params.max_tokens, settings.reserve
+                settings.context_window,
+                settings.params.max_tokens,
+                settings.reserve()
             )));
         }
         Ok(Pipeline {
@@ -273,9 +355,11 @@ impl PipelineBuilder {
                 template,
                 retriever: self.retriever,
                 history: self.history,
-                dead_letters: self.dead_letters,
+                dead_letters: DeadLetterQueue::new(self.dead_letters, settings.dead_letters),
+                prompt_counter: self.prompt_counter,
                 settings,
                 tasks: tokio_util::task::TaskTracker::new(),
+                in_flight: super::InFlight::default(),
             }),
         })
     }

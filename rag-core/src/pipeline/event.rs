@@ -51,6 +51,20 @@ pub enum Warning {
         /// The length of the query sent, in characters.
         sent_chars: usize,
     },
+    /// The model refused the prompt as too long before answering; it was sent once more with
+    /// fewer passages or turns (the first `passages_kept` sources are in it; the others were
+    /// listed in [`Event::Sources`] but not sent).
+    PromptShortened {
+        /// The model's refusal.
+        error: Error,
+        /// How many of the listed sources the prompt that was answered holds.
+        passages_kept: usize,
+        /// How many earlier turns it holds.
+        turns_kept: usize,
+    },
+    /// The model's own count of the prompt ([`crate::PromptCounter`]) failed; the template's
+    /// count, an upper bound, was used.
+    CountUnavailable(Error),
     /// Any other remark from a backend.
     Other(String),
 }
@@ -67,6 +81,17 @@ impl std::fmt::Display for Warning {
                 f,
                 "the query was shortened from {original_chars} to {sent_chars} characters"
             ),
+            Warning::PromptShortened {
+                error,
+                passages_kept,
+                turns_kept,
+            } => write!(
+                f,
+                "{error}; sent again with {passages_kept} passages and {turns_kept} earlier turns"
+            ),
+            Warning::CountUnavailable(e) => {
+                write!(f, "the model's token count is unavailable, the estimate was used: {e}")
+            }
             Warning::Other(s) => f.write_str(s),
         }
     }
@@ -120,6 +145,12 @@ pub struct Summary {
     /// Whether the turn was saved to the history store (false without one, or when saving
     /// failed).
     pub saved: bool,
+    /// The prompt's tokens as the template counted them: exact for families whose tokenizer
+    /// is shipped, an upper bound otherwise (see `docs/token-budget.md`).
+    pub prompt_tokens: usize,
+    /// The prompt's tokens as the model counted them, when the pipeline has a
+    /// [`crate::PromptCounter`].
+    pub counted_prompt_tokens: Option<usize>,
 }
 
 /// Why an ask failed, with what had been answered before it did.
@@ -139,6 +170,25 @@ impl Failure {
     /// Whether asking again may succeed.
     pub fn is_retryable(&self) -> bool {
         self.error.is_retryable()
+    }
+}
+
+impl DeadLetter {
+    /// A one-line description for logs: the kind, the session and the error.
+    pub fn summary(&self) -> String {
+        match self {
+            DeadLetter::AskFailed {
+                session, failure, ..
+            } => format!(
+                "ask failed in session {session} at {}: {}",
+                failure.stage, failure.error
+            ),
+            DeadLetter::TurnNotSaved {
+                session,
+                turn,
+                error,
+            } => format!("turn {} of session {session} not saved: {error}", turn.id),
+        }
     }
 }
 

@@ -1,32 +1,41 @@
 //! The flow of one ask (DESIGN section 1), as a lazy stream of events.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 
 use super::detach::FinishOnDrop;
 use super::event::{DeadLetter, Dropped, Event, Failure, Summary, Timings, Warning};
-use super::{Ask, HistoryFailurePolicy, Inner};
+use super::{Ask, AskGuard, HistoryFailurePolicy, Inner};
 use crate::error::{Error, Result, Stage};
 use crate::generator::ChunkStream;
-use crate::prompt::{Prompt, PromptInput, TokenBudget};
+use crate::prompt::{Prompt, PromptInput, RenderedPrompt, TokenBudget};
 use crate::types::{
     Chunk, Citation, GenerationParams, Passage, RetrievalRequest, Retrieved, SessionId, StopReason,
     Turn, TurnId, Usage,
 };
+
+/// How far a prompt the model refused as too long is shrunk when the model did not say by how
+/// much: to 85% of its budget.
+const SHRINK_PER_MILLE: usize = 850;
 
 pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Send {
     async_stream::stream! {
         let started = Instant::now();
         // Taken before any await, so turns are ordered as they were asked even when answers
         // finish out of order.
-        let turn_id = TurnId::new();
+        let mut turn_id = TurnId::new();
         let created_at = SystemTime::now();
         let mut timings = Timings::default();
+        let Some(_guard) = AskGuard::enter(&inner) else {
+            yield inner.fail(&ask, Stage::Input, Error::ShuttingDown, String::new());
+            return;
+        };
 
         let (params, top_k) = match inner.check(&ask) {
             Ok(checked) => checked,
@@ -50,7 +59,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
                 return;
             }
         };
-        let history = match history.0 {
+        let mut history = match history.0 {
             Ok(turns) => turns,
             Err(error) => match inner.settings.on_history_error {
                 HistoryFailurePolicy::Fail => {
@@ -63,29 +72,61 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
                 }
             },
         };
+        // The newest stored turn may come from a host whose clock runs ahead: this turn is
+        // asked after it, so it sorts after it.
+        if let Some(newest) = history.iter().map(|t| t.id).max() {
+            turn_id = turn_id.after(newest);
+        }
+        let keep_turns = inner.settings.history_turns;
+        if history.len() > keep_turns {
+            history.drain(..history.len() - keep_turns);
+        }
         for warning in warnings {
             yield Event::Warning(warning);
         }
 
         let prompt_started = Instant::now();
-        let budget = TokenBudget::new(inner.settings.context_window, params.max_tokens as usize, inner.settings.reserve);
         let input = PromptInput { question: &ask.question, passages: &passages, history: &history };
-        let rendered = match inner.template.render(&input, &budget) {
-            Ok(rendered) => rendered,
+        let available = inner.budget(&params).prompt_tokens();
+        let fitted = inner.fit(&input, &params, available).await;
+        let (mut rendered, counted_prompt_tokens) = match fitted {
+            Ok((rendered, counted, warning)) => {
+                if let Some(warning) = warning {
+                    yield Event::Warning(warning);
+                }
+                (rendered, counted)
+            }
             Err(error) => {
                 yield inner.fail(&ask, Stage::Prompt, error, String::new());
                 return;
             }
         };
         timings.prompt = prompt_started.elapsed();
-        let dropped = Dropped {
-            passages: rendered.passages_dropped.iter().map(|&i| passages[i].id.clone()).collect(),
-            turns: rendered.turns_dropped,
-        };
         yield Event::Sources(citations(&passages, &rendered.passages_kept));
 
         let generation_started = Instant::now();
-        let (mut chunks, prelude, attempts) = match inner.first_chunk(&rendered.prompt, &params).await {
+        let mut started_call = inner.first_chunk(&rendered.prompt, &params).await;
+        if let Err(Error::PromptTooLong { tokens, limit, .. }) = &started_call {
+            // The model counts more than the template did: send a shorter prompt, once.
+            let shrunk = shrunk_budget(available, rendered.token_count, *tokens, *limit);
+            let refusal = started_call.as_ref().err().cloned();
+            match inner.render(&input, &TokenBudget::new(shrunk, 0, 0)) {
+                Ok(shorter) if shorter.token_count < rendered.token_count => {
+                    rendered = shorter;
+                    if let Some(error) = refusal {
+                        yield Event::Warning(Warning::PromptShortened {
+                            error,
+                            passages_kept: rendered.passages_kept.len(),
+                            turns_kept: rendered.turns_kept,
+                        });
+                    }
+                    started_call = inner.first_chunk(&rendered.prompt, &params).await;
+                }
+                Ok(_) => {}
+                Err(error) => started_call = Err(error),
+            }
+        }
+        let (mut chunks, prelude, attempts) = match started_call {
             Ok(started) => started,
             Err(error) => {
                 yield inner.fail(&ask, Stage::Generation, error, String::new());
@@ -93,6 +134,14 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
             }
         };
         timings.first_token = started.elapsed();
+        let dropped = Dropped {
+            passages: passages
+                .iter()
+                .skip(rendered.passages_kept.len())
+                .map(|p| p.id.clone())
+                .collect(),
+            turns: rendered.turns_dropped,
+        };
 
         let mut answer = String::new();
         let mut usage: Option<Usage> = None;
@@ -103,14 +152,15 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
             let next = match prelude.next() {
                 Some(chunk) => chunk,
                 None => match idle.next(&mut chunks).await {
-                Ok(Some(Ok(chunk))) => chunk,
-                Ok(None) => break,
-                Ok(Some(Err(error))) | Err(error) => {
-                    drop(chunks);
-                    yield inner.fail(&ask, Stage::Generation, error, answer);
-                    return;
-                }
-            }};
+                    Ok(Some(Ok(chunk))) => chunk,
+                    Ok(None) => break,
+                    Ok(Some(Err(error))) | Err(error) => {
+                        drop(chunks);
+                        yield inner.fail(&ask, Stage::Generation, error, answer);
+                        return;
+                    }
+                },
+            };
             match next {
                 Chunk::Text(text) => {
                     if !text.is_empty() {
@@ -124,26 +174,64 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         }
         drop(chunks);
         timings.generation = generation_started.elapsed();
+
+        // The answer is complete: from here on the turn is saved (or dead-lettered) whatever
+        // the caller does. The save is armed before anything else is yielded, so a caller who
+        // leaves at the usage event still gets it finished in a tracked task.
+        let save_started = Instant::now();
+        let save = inner.history.clone().map(|store| {
+            let turn = Turn { id: turn_id, question: ask.question.clone(), answer: answer.clone(), created_at };
+            FinishOnDrop::new(
+                save_turn(Arc::clone(&inner), store, ask.session.clone(), turn),
+                inner.tasks.clone(),
+            )
+        });
         if let Some(usage) = usage {
             yield Event::Usage(usage);
         }
-
         let mut saved = false;
-        if let Some(store) = inner.history.clone() {
-            let save_started = Instant::now();
-            let turn = Turn { id: turn_id, question: ask.question.clone(), answer: answer.clone(), created_at };
-            // The answer is complete, so the turn is saved even if the caller stops listening
-            // now: dropped midway, the save finishes in a tracked task.
-            let save = save_turn(Arc::clone(&inner), store, ask.session.clone(), turn);
-            match FinishOnDrop::new(save, inner.tasks.clone()).await {
+        if let Some(save) = save {
+            match save.await {
                 Ok(()) => saved = true,
                 Err(error) => yield Event::Warning(Warning::TurnNotSaved(error)),
             }
             timings.save = save_started.elapsed();
         }
         timings.total = started.elapsed();
-        yield Event::Done(Box::new(Summary { turn_id, answer, stop_reason, usage, timings, dropped, attempts, saved }));
+        yield Event::Done(Box::new(Summary {
+            turn_id,
+            answer,
+            stop_reason,
+            usage,
+            timings,
+            dropped,
+            attempts,
+            saved,
+            prompt_tokens: rendered.token_count,
+            counted_prompt_tokens,
+        }));
     }
+}
+
+/// The prompt budget after a model refused a prompt of `estimate` tokens (by the template's
+/// count) within `available` as too long: scaled by what the model reported it counted
+/// against what it takes, or cut to [`SHRINK_PER_MILLE`] when it did not say.
+fn shrunk_budget(
+    available: usize,
+    estimate: usize,
+    tokens: Option<usize>,
+    limit: Option<usize>,
+) -> usize {
+    let shrunk = match (tokens, limit) {
+        (Some(tokens), Some(limit)) if tokens > limit && tokens > 0 => {
+            // The model's tokens per template token, applied to what the model takes; one
+            // percent lower still, for the rounding of the ratio.
+            let estimate = estimate.max(1) as u128;
+            (limit as u128 * estimate / tokens as u128) as usize * 99 / 100
+        }
+        _ => available * SHRINK_PER_MILLE / 1_000,
+    };
+    shrunk.min(available * SHRINK_PER_MILLE / 1_000).max(1)
 }
 
 impl Inner {
@@ -185,12 +273,10 @@ impl Inner {
                 ));
             }
         }
-        let budget = TokenBudget::new(
-            self.settings.context_window,
-            params.max_tokens as usize,
-            self.settings.reserve,
-        );
-        if budget.prompt_tokens() == 0 {
+        if let Some(profile) = &self.settings.profile {
+            profile.check_params("the model", &params)?;
+        }
+        if self.budget(&params).prompt_tokens() == 0 {
             return Err(Error::invalid_input(
                 "params.max_tokens",
                 format!(
@@ -202,17 +288,108 @@ impl Inner {
         Ok((params, top_k))
     }
 
-    async fn load_history(&self, session: &SessionId) -> Result<Vec<crate::types::Turn>> {
+    fn budget(&self, params: &GenerationParams) -> TokenBudget {
+        TokenBudget::new(
+            self.settings.context_window,
+            params.max_tokens as usize,
+            self.settings.reserve(),
+        )
+    }
+
+    /// Renders, catching a panic of the template.
+    fn render(&self, input: &PromptInput<'_>, budget: &TokenBudget) -> Result<RenderedPrompt> {
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.template.render(input, budget)))
+            .unwrap_or_else(|panic| Err(Error::panicked(Stage::Prompt, &*panic)))
+    }
+
+    /// Renders the prompt within `available` tokens and, with a prompt counter, checks it with
+    /// the model's own count: over the budget, it is rendered again smaller; well under it
+    /// with passages or turns left out, again larger (at most two renders more). Returns the
+    /// prompt, the model's count of it, and a warning when the count failed.
+    async fn fit(
+        &self,
+        input: &PromptInput<'_>,
+        params: &GenerationParams,
+        available: usize,
+    ) -> Result<(RenderedPrompt, Option<usize>, Option<Warning>)> {
+        let mut rendered = self.render(input, &TokenBudget::new(available, 0, 0))?;
+        let Some(counter) = &self.prompt_counter else {
+            return Ok((rendered, None, None));
+        };
+        let count = |prompt: &Prompt| {
+            let prompt = prompt.clone();
+            let params = params.clone();
+            let counter = Arc::clone(counter);
+            async move {
+                AssertUnwindSafe(counter.count(&prompt, &params))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| Err(Error::panicked(Stage::Prompt, &*panic)))
+            }
+        };
+        let mut counted = match count(&rendered.prompt).await {
+            Ok(n) => n,
+            Err(error) => return Ok((rendered, None, Some(Warning::CountUnavailable(error)))),
+        };
+        let mut best: Option<(RenderedPrompt, usize)> = None;
+        for _ in 0..2 {
+            let left_out = !rendered.passages_dropped.is_empty() || rendered.turns_dropped > 0;
+            if counted <= available {
+                let roomy = counted < available * 9 / 10 && left_out;
+                best = Some((rendered.clone(), counted));
+                if !roomy {
+                    break;
+                }
+            }
+            // Scale the template's budget by how the model's count compares with its own.
+            let target = (rendered.token_count.max(1) as u128 * available as u128
+                / counted.max(1) as u128) as usize;
+            let target = if counted > available {
+                target * 99 / 100
+            } else {
+                target
+            };
+            let next = self.render(input, &TokenBudget::new(target.max(1), 0, 0))?;
+            if next.prompt == rendered.prompt {
+                break;
+            }
+            rendered = next;
+            counted = match count(&rendered.prompt).await {
+                Ok(n) => n,
+                Err(error) => {
+                    return Ok(match best {
+                        Some((best, n)) => (best, Some(n), Some(Warning::CountUnavailable(error))),
+                        None => (rendered, None, Some(Warning::CountUnavailable(error))),
+                    });
+                }
+            };
+        }
+        if counted <= available && best.as_ref().is_none_or(|(_, n)| counted > *n) {
+            best = Some((rendered, counted));
+        }
+        match best {
+            Some((rendered, counted)) => Ok((rendered, Some(counted), None)),
+            None => Err(Error::ContextOverflow {
+                needed: counted,
+                budget: available,
+            }),
+        }
+    }
+
+    /// The history window, plus one turn when none is wanted in the prompt: the newest stored
+    /// turn orders this one after it.
+    async fn load_history(&self, session: &SessionId) -> Result<Vec<Turn>> {
         match &self.history {
-            Some(store) if self.settings.history_turns > 0 => {
+            Some(store) => {
+                let turns = self.settings.history_turns.max(1);
                 within(
                     self.settings.timeouts.history,
                     Stage::History,
-                    store.load(session, self.settings.history_turns),
+                    caught(Stage::History, store.load(session, turns)),
                 )
                 .await
             }
-            _ => Ok(Vec::new()),
+            None => Ok(Vec::new()),
         }
     }
 
@@ -229,7 +406,7 @@ impl Inner {
         let mut retrieved = within(
             self.settings.timeouts.retrieval,
             Stage::Retrieval,
-            retriever.retrieve_with_warnings(&req),
+            caught(Stage::Retrieval, retriever.retrieve_with_warnings(&req)),
         )
         .await?;
         retrieved.passages.truncate(top_k);
@@ -250,7 +427,12 @@ impl Inner {
                 self.settings.timeouts.first_token,
                 Stage::Generation,
                 async {
-                    let mut chunks = self.generator.generate(prompt, params).await?;
+                    let chunks = caught(
+                        Stage::Generation,
+                        self.generator.generate(prompt, params),
+                    )
+                    .await?;
+                    let mut chunks = catch_stream_panics(chunks);
                     // Usage or a stop reason may come before any text; a failure then is still a
                     // failure before the first token, so keep reading up to the first text.
                     let mut prelude = Vec::new();
@@ -279,26 +461,27 @@ impl Inner {
         }
     }
 
-    /// The terminal error event; the dead-letter sink gets the ask in the background.
+    /// The terminal error event; the dead-letter queue gets the ask.
     fn fail(&self, ask: &Ask, stage: Stage, error: Error, partial_answer: String) -> Event {
         let failure = Failure {
             error,
             stage,
             partial_answer,
         };
-        let letter = DeadLetter::AskFailed {
-            session: ask.session.clone(),
-            question: ask.question.clone(),
-            failure: failure.clone(),
-        };
-        let sink = Arc::clone(&self.dead_letters);
-        self.tasks.spawn(async move { sink.send(letter).await });
+        self.dead_letters.push(
+            DeadLetter::AskFailed {
+                session: ask.session.clone(),
+                question: ask.question.clone(),
+                failure: failure.clone(),
+            },
+            &self.tasks,
+        );
         Event::Error(Box::new(failure))
     }
 }
 
 /// Appends the turn, retrying per the save policy; what still fails goes to the dead-letter
-/// sink with the turn, so it can be replayed.
+/// queue with the turn, so it can be replayed.
 async fn save_turn(
     inner: Arc<Inner>,
     store: Arc<dyn crate::HistoryStore>,
@@ -310,7 +493,7 @@ async fn save_turn(
         match within(
             inner.settings.timeouts.save,
             Stage::Save,
-            store.append(&session, &turn),
+            caught(Stage::Save, store.append(&session, &turn)),
         )
         .await
         {
@@ -324,18 +507,36 @@ async fn save_turn(
                 attempt += 1;
             }
             Err(error) => {
-                inner
-                    .dead_letters
-                    .send(DeadLetter::TurnNotSaved {
+                inner.dead_letters.push(
+                    DeadLetter::TurnNotSaved {
                         session,
                         turn,
                         error: error.clone(),
-                    })
-                    .await;
+                    },
+                    &inner.tasks,
+                );
                 return Err(error);
             }
         }
     }
+}
+
+/// `fut`, with a panic inside it turned into [`Error::Panicked`] for `stage`.
+async fn caught<T>(stage: Stage, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    AssertUnwindSafe(fut)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(Error::panicked(stage, &*panic)))
+}
+
+/// `chunks`, ending with an [`Error::Panicked`] item if polling it panics.
+fn catch_stream_panics(chunks: ChunkStream) -> ChunkStream {
+    AssertUnwindSafe(chunks)
+        .catch_unwind()
+        .map(|item| {
+            item.unwrap_or_else(|panic| Err(Error::panicked(Stage::Generation, &*panic)))
+        })
+        .boxed()
 }
 
 /// `fut`, failing with [`Error::Timeout`] for `stage` after `limit`.
@@ -422,5 +623,22 @@ fn merge_usage(current: Option<Usage>, update: Usage) -> Usage {
         } else {
             current.output_tokens
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_prompt_shrinks_by_what_the_model_reported() {
+        // The model counted 9,000 where it takes 8,000; the template had counted 7,500.
+        let shrunk = shrunk_budget(7_900, 7_500, Some(9_000), Some(8_000));
+        assert_eq!(shrunk, 6_599); // 8,000 * 7,500 / 9,000 = 6,666, less 1%
+        // Without sizes: 85%.
+        assert_eq!(shrunk_budget(10_000, 9_000, None, None), 8_500);
+        // Never more than 85% of what was refused, never zero.
+        assert_eq!(shrunk_budget(10_000, 9_900, Some(10_001), Some(10_000)), 8_500);
+        assert_eq!(shrunk_budget(1, 1, None, None), 1);
     }
 }

@@ -10,16 +10,20 @@ mod flow;
 mod retry;
 mod stream;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use ask::Ask;
 pub use builder::{HistoryFailurePolicy, PipelineBuilder, Timeouts};
-pub use dead_letter::{DeadLetterSink, InMemoryDeadLetters, TracingDeadLetters};
+pub use dead_letter::{
+    DeadLetterLimits, DeadLetterSink, DeadLetterStats, InMemoryDeadLetters, TracingDeadLetters,
+};
 pub use event::{DeadLetter, Dropped, Event, Failure, Summary, Timings, Warning};
 pub use retry::RetryPolicy;
 pub use stream::AnswerStream;
 
-use crate::generator::Generator;
+use crate::generator::{Generator, PromptCounter};
 use crate::history::HistoryStore;
 use crate::prompt::PromptTemplate;
 use crate::retriever::Retriever;
@@ -67,9 +71,56 @@ struct Inner {
     template: Arc<dyn PromptTemplate>,
     retriever: Option<Arc<dyn Retriever>>,
     history: Option<Arc<dyn HistoryStore>>,
-    dead_letters: Arc<dyn DeadLetterSink>,
+    dead_letters: dead_letter::DeadLetterQueue,
+    prompt_counter: Option<Arc<dyn PromptCounter>>,
     settings: builder::Settings,
     tasks: tokio_util::task::TaskTracker,
+    in_flight: InFlight,
+}
+
+/// The asks being answered, and whether the pipeline takes new ones.
+#[derive(Debug, Default)]
+struct InFlight {
+    count: AtomicUsize,
+    closing: AtomicBool,
+    idle: tokio::sync::Notify,
+}
+
+/// Counts one ask in flight until dropped.
+#[derive(Debug)]
+struct AskGuard(Arc<Inner>);
+
+impl AskGuard {
+    /// Counts an ask in, unless the pipeline is shutting down.
+    fn enter(inner: &Arc<Inner>) -> Option<AskGuard> {
+        if inner.in_flight.closing.load(Ordering::Acquire) {
+            return None;
+        }
+        inner.in_flight.count.fetch_add(1, Ordering::AcqRel);
+        Some(AskGuard(Arc::clone(inner)))
+    }
+}
+
+impl Drop for AskGuard {
+    fn drop(&mut self) {
+        let in_flight = &self.0.in_flight;
+        if in_flight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            in_flight.idle.notify_waiters();
+        }
+    }
+}
+
+/// What [`Pipeline::shutdown`] finished before its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct ShutdownReport {
+    /// Whether every ask in flight ended and every background task (saves, dead letters)
+    /// finished before the deadline.
+    pub completed: bool,
+    /// Asks still answering at the deadline.
+    pub asks_left: usize,
+    /// Background tasks still running at the deadline.
+    pub tasks_left: usize,
 }
 
 impl Pipeline {
@@ -97,5 +148,40 @@ impl Pipeline {
     /// How many background tasks (turn saves, dead-letter deliveries) are running.
     pub fn background_tasks(&self) -> usize {
         self.inner.tasks.len()
+    }
+
+    /// How many asks are being answered (streams polled and not yet ended or dropped).
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.count.load(Ordering::Acquire)
+    }
+
+    /// What became of the dead letters so far, for a service's metrics.
+    pub fn dead_letter_stats(&self) -> DeadLetterStats {
+        self.inner.dead_letters.stats()
+    }
+
+    /// Stops taking new asks (they fail at once with [`crate::Error::ShuttingDown`], which is
+    /// retryable: another instance may take them), then waits up to `deadline` for the asks in
+    /// flight to end and the background work to finish. Call it when a service stops
+    /// gracefully, before its runtime shuts down.
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        let inner = &self.inner;
+        inner.in_flight.closing.store(true, Ordering::Release);
+        let wait = async {
+            loop {
+                let idle = inner.in_flight.idle.notified();
+                if inner.in_flight.count.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                idle.await;
+            }
+            self.flush().await;
+        };
+        let completed = tokio::time::timeout(deadline, wait).await.is_ok();
+        ShutdownReport {
+            completed,
+            asks_left: self.in_flight(),
+            tasks_left: self.background_tasks(),
+        }
     }
 }

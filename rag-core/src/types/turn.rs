@@ -25,6 +25,30 @@ impl TurnId {
     pub fn as_uuid(&self) -> uuid::Uuid {
         self.0
     }
+
+    /// This id if it sorts after `other`, else the next id after `other`: same time stamp,
+    /// the random part one higher. A turn asked after another was saved, on a host whose
+    /// clock runs behind, still sorts after it.
+    pub fn after(self, other: TurnId) -> TurnId {
+        if self > other {
+            return self;
+        }
+        // UUIDv7 layout: 48 bits of milliseconds, 4 of version, 12 of `rand_a`, 2 of
+        // variant, 62 of `rand_b`. Count up through `rand_b`, then `rand_a`, then the time.
+        let v = other.0.as_u128();
+        let millis = v >> 80;
+        let rand_a = (v >> 64) & 0xFFF;
+        let rand_b = v & ((1u128 << 62) - 1);
+        let (millis, rand_a, rand_b) = if rand_b < (1u128 << 62) - 1 {
+            (millis, rand_a, rand_b + 1)
+        } else if rand_a < 0xFFF {
+            (millis, rand_a + 1, 0)
+        } else {
+            ((millis + 1) & ((1u128 << 48) - 1), 0, 0)
+        };
+        let next = (millis << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b;
+        TurnId(uuid::Uuid::from_u128(next))
+    }
 }
 
 impl Default for TurnId {
@@ -90,6 +114,23 @@ mod tests {
             assert!(pair[0] < pair[1]);
             assert!(pair[0].to_string() < pair[1].to_string());
         }
+    }
+
+    #[test]
+    fn after_sorts_after_in_value_and_text() {
+        let early = TurnId::new();
+        let late = TurnId::new();
+        assert_eq!(late.after(early), late);
+        let next = early.after(late);
+        assert!(next > late && next.to_string() > late.to_string());
+        assert_eq!(next.as_uuid().get_version_num(), 7);
+        assert_eq!(next.as_uuid().get_variant(), uuid::Variant::RFC4122);
+        // The random part overflows into the time stamp.
+        let max = TurnId(uuid::Uuid::from_u128(
+            (1u128 << 80) | (0x7 << 76) | (0xFFF << 64) | (0b10 << 62) | ((1u128 << 62) - 1),
+        ));
+        let next = TurnId::new().after(max).max(max.after(max));
+        assert!(next > max && next.to_string() > max.to_string());
     }
 
     #[test]
