@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, every test (moto's DynamoDB server
-# started on 127.0.0.1 for the DynamoDB tests and stopped afterwards), and the docs.
+# started on 127.0.0.1 for the DynamoDB tests and stopped afterwards; the reference tokenizers
+# installed into target/reference-tokenizers for the token budget tests), and the docs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,13 @@ if [ -x scripts/moto.sh ]; then
   RAG_TEST_DYNAMODB_ENDPOINT="$(cat target/moto.endpoint)"
   export RAG_TEST_DYNAMODB_ENDPOINT
 fi
+
+step "installing the reference tokenizers into target/reference-tokenizers"
+if ! scripts/reference-tokenizers.sh install; then
+  echo "error: the reference tokenizers could not be installed, so the token budget tests cannot run (see above)." >&2
+  exit 1
+fi
+export "$(scripts/reference-tokenizers.sh env)"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
