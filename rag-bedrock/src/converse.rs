@@ -4,7 +4,7 @@ use aws_sdk_bedrockruntime::types::{
     ContentBlock, ContentBlockDelta, ConversationRole, ConverseStreamOutput,
     InferenceConfiguration, Message as SdkMessage, SystemContentBlock,
 };
-use rag_core::{Chunk, Error, GenerationParams, Message, Prompt, Result, Role, StopReason, Usage};
+use rag_core::{Chunk, Error, GenerationParams, Prompt, Result, Role, StopReason, Usage};
 use serde_json::{json, Value};
 
 use crate::native::{chat_prompt, claude_stop_reason};
@@ -19,21 +19,23 @@ pub(crate) struct ConverseRequest {
     pub(crate) additional_fields: Option<Value>,
 }
 
-/// Builds the request. A [`Prompt::Text`] is sent as one user message.
+/// Builds the request. A [`Prompt::Text`] is refused: it holds a family's own format, which
+/// ConverseStream would wrap in the model's template a second time.
 pub(crate) fn converse_request(
     model_id: &str,
     prompt: &Prompt,
     params: &GenerationParams,
     additional_fields: Option<&Value>,
 ) -> Result<ConverseRequest> {
-    let single;
     let (system, messages) = match prompt {
-        Prompt::Text(text) => {
-            if text.trim().is_empty() {
-                return Err(Error::invalid_input("prompt", "the prompt text is empty"));
-            }
-            single = [Message::user(text.clone())];
-            (None, &single[..])
+        Prompt::Text(_) => {
+            return Err(Error::invalid_input(
+                "prompt",
+                "ConverseStream takes a chat prompt (Prompt::Chat: system and messages) and puts \
+                 it into the model's own format; a text prompt rendered in a family's format would \
+                 be templated twice. Use ChatTemplate (or ClaudeMessagesTemplate for Claude), or \
+                 call the model natively with BedrockGenerator::builder",
+            ))
         }
         Prompt::Chat { .. } => chat_prompt("converse", prompt)?,
     };
@@ -168,32 +170,38 @@ mod tests {
     fn top_k_goes_where_each_model_takes_it() {
         let params = GenerationParams::default().with_top_k(20);
         let caller = json!({"inferenceConfig": {"topK": 5}, "other": 1});
-        let req = converse_request(
-            "us.amazon.nova-pro-v1:0",
-            &Prompt::Text("hi".into()),
-            &params,
-            Some(&caller),
-        )
-        .unwrap();
+        let hi = Prompt::Chat {
+            system: None,
+            messages: vec![rag_core::Message::user("hi")],
+        };
+        let req = converse_request("us.amazon.nova-pro-v1:0", &hi, &params, Some(&caller)).unwrap();
         // The caller's own field wins over the derived one.
         assert_eq!(req.additional_fields, Some(caller));
-        let req = converse_request(
-            "anthropic.claude-3-haiku-20240307-v1:0",
-            &Prompt::Text("hi".into()),
-            &params,
-            None,
-        )
-        .unwrap();
+        let req =
+            converse_request("anthropic.claude-3-haiku-20240307-v1:0", &hi, &params, None).unwrap();
         assert_eq!(req.additional_fields, Some(json!({"top_k": 20})));
         assert_eq!(req.messages.len(), 1);
-        let req = converse_request(
-            "ai21.jamba-1-5-mini-v1:0",
-            &Prompt::Text("hi".into()),
-            &params,
+        let req = converse_request("ai21.jamba-1-5-mini-v1:0", &hi, &params, None).unwrap();
+        assert_eq!(req.additional_fields, None);
+    }
+
+    #[test]
+    fn a_family_text_prompt_is_refused() {
+        let text = Prompt::Text(
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>".into(),
+        );
+        let err = converse_request(
+            "meta.llama3-8b-instruct-v1:0",
+            &text,
+            &GenerationParams::default(),
             None,
         )
-        .unwrap();
-        assert_eq!(req.additional_fields, None);
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidInput { field: "prompt", .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("templated twice"), "{err}");
     }
 }
 

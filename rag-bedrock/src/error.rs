@@ -91,6 +91,7 @@ service_codes!(
 );
 impl ServiceCode for aws_sdk_bedrockruntime::operation::invoke_model_with_response_stream::InvokeModelWithResponseStreamError {}
 impl ServiceCode for aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamError {}
+impl ServiceCode for aws_sdk_bedrockruntime::operation::count_tokens::CountTokensError {}
 #[cfg(feature = "knowledge-bases")]
 impl ServiceCode for aws_sdk_bedrockagentruntime::operation::retrieve::RetrieveError {}
 
@@ -140,6 +141,17 @@ where
                         .message()
                         .map(str::to_owned)
                         .unwrap_or_else(|| service_err.to_string());
+                    if matches!(backend, Backend::Generation)
+                        && code.eq_ignore_ascii_case("ValidationException")
+                    {
+                        if let Some((tokens, limit)) = prompt_too_long(&message) {
+                            return Error::PromptTooLong {
+                                message: format!("{operation}: {code}: {message}"),
+                                tokens,
+                                limit,
+                            };
+                        }
+                    }
                     (
                         format!("{operation}: {code}: {message}"),
                         is_retryable_code(code),
@@ -201,6 +213,60 @@ where
     backend.error(message, retryable).with_source(err)
 }
 
+/// Whether a ValidationException's message says the prompt is too long, and the prompt's
+/// tokens and the model's prompt limit when it gives them. The wordings are Bedrock's and the
+/// models' own, as seen in the wild (AWS's Strands SDK matches the first four):
+///
+/// - `prompt is too long: 215000 tokens > 200000 maximum` (Claude, on both APIs);
+/// - ``input length and `max_tokens` exceed context limit: 199759 + 8192 > 200000`` (Claude);
+/// - `Input is too long for requested model.` (any model, no sizes);
+/// - `too many total text bytes` (no sizes);
+/// - `Too many input tokens. Max input tokens: 4096, request input token count: 7262` (Titan);
+/// - `This model's maximum context length is 8192 tokens` (Llama; the window, not the prompt
+///   limit, so no sizes are taken from it).
+pub(crate) fn prompt_too_long(message: &str) -> Option<(Option<usize>, Option<usize>)> {
+    let lower = message.to_ascii_lowercase();
+    if let Some(rest) = after(&lower, "prompt is too long: ") {
+        let (tokens, rest) = number(rest);
+        let limit = after(rest, "> ").and_then(|r| number(r).0);
+        return Some((tokens, limit));
+    }
+    if let Some(rest) = after(&lower, "exceed context limit: ") {
+        let (input, rest) = number(rest);
+        let (max_tokens, rest) = after(rest, "+ ").map_or((None, rest), number);
+        let (window, _) = after(rest, "> ").map_or((None, rest), number);
+        let limit = window.zip(max_tokens).map(|(w, m)| w.saturating_sub(m));
+        return Some((input, limit));
+    }
+    if let Some(rest) = after(&lower, "max input tokens: ") {
+        let (limit, rest) = number(rest);
+        let tokens = after(rest, "request input token count: ").and_then(|r| number(r).0);
+        return Some((tokens, limit));
+    }
+    [
+        "input is too long for requested model",
+        "too many total text bytes",
+        "maximum context length is",
+    ]
+    .iter()
+    .any(|phrase| lower.contains(phrase))
+    .then_some((None, None))
+}
+
+/// The text after the first `needle`.
+fn after<'a>(text: &'a str, needle: &str) -> Option<&'a str> {
+    text.find(needle).map(|i| &text[i + needle.len()..])
+}
+
+/// The number at the start of `text` (commas allowed), and the rest.
+fn number(text: &str) -> (Option<usize>, &str) {
+    let end = text
+        .find(|c: char| !c.is_ascii_digit() && c != ',')
+        .unwrap_or(text.len());
+    let digits: String = text[..end].chars().filter(char::is_ascii_digit).collect();
+    (digits.parse().ok(), &text[end..])
+}
+
 /// The error's message followed by its sources' messages.
 fn chain(err: &(dyn StdError + 'static)) -> String {
     let mut out = err.to_string();
@@ -219,6 +285,34 @@ fn chain(err: &(dyn StdError + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn too_long_prompts_are_recognized_with_their_sizes() {
+        let cases = [
+            (
+                "The model returned the following errors: prompt is too long: 903884 tokens > 200000 maximum",
+                Some((Some(903_884), Some(200_000))),
+            ),
+            (
+                "input length and `max_tokens` exceed context limit: 199759 + 8192 > 200000, decrease input length or `max_tokens` and try again",
+                Some((Some(199_759), Some(191_808))),
+            ),
+            (
+                "400 Bad Request: Too many input tokens. Max input tokens: 4096, request input token count: 7262",
+                Some((Some(7_262), Some(4_096))),
+            ),
+            ("Input is too long for requested model.", Some((None, None))),
+            (
+                "This model's maximum context length is 8192 tokens. Please reduce the length of the prompt",
+                Some((None, None)),
+            ),
+            ("Malformed input request: #: extraneous key [foo] is not permitted", None),
+            ("`temperature` and `top_p` cannot both be specified for this model.", None),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(prompt_too_long(message), expected, "{message}");
+        }
+    }
 
     #[test]
     fn transient_codes_are_retryable_in_either_casing() {

@@ -8,9 +8,10 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::ResponseStream;
 use aws_sdk_bedrockruntime::Client;
+use rag_core::model::route_for_model_id;
 use rag_core::{
     Chunk, ChunkStream, Error, GenerationParams, Generator, ModelFamily, ModelProfile, Prompt,
-    Result, Stage,
+    PromptKind, Result, Route, Stage,
 };
 use serde_json::Value;
 
@@ -25,18 +26,25 @@ const CONVERSE: &str = "ConverseStream";
 
 /// Streams answers from a model on Amazon Bedrock.
 ///
-/// Two modes:
-/// - native ([`BedrockGenerator::builder`], [`BedrockGenerator::from_env`]):
-///   InvokeModelWithResponseStream with the family's own request body (Claude Messages, Claude
-///   legacy text, Llama 2/3, Titan Text, Mistral); the family comes from the model id or
-///   inference-profile id ([`ModelProfile::for_model_id`]) unless you name it;
-/// - Converse ([`BedrockGenerator::converse`]): ConverseStream, which takes the same chat
-///   request for any chat model on Bedrock (Cohere, AI21 Jamba and Amazon Nova included).
+/// Two APIs, chosen from the model id by the model table ([`route_for_model_id`]):
+/// - native: InvokeModelWithResponseStream with the family's own request body (Claude
+///   Messages, Claude legacy text, Llama 2/3, Titan Text, Mistral text completion), for the ids
+///   the table lists with a native family;
+/// - Converse: ConverseStream, which takes the same chat request for any chat model on
+///   Bedrock (Amazon Nova, Mistral Large 2, DeepSeek, Cohere, AI21 Jamba, ...), for every other
+///   id. [`BedrockGenerator::converse`] picks it for any id.
 ///
 /// Failures of the initial call and exceptions inside the stream become
 /// [`Error::Generation`] with the service's message, retryable for throttling, stream, internal
-/// and availability errors; a stream silent for longer than the idle timeout ends with
-/// [`Error::Timeout`].
+/// and availability errors; a prompt the model refuses as too long becomes
+/// [`Error::PromptTooLong`] with the sizes it reported; a stream silent for longer than the
+/// idle timeout ends with [`Error::Timeout`].
+///
+/// **Retries.** The [`rag_core::Pipeline`] owns the retries of model calls (its
+/// [`rag_core::RetryPolicy`] retries anything that fails before the first token, the stream's
+/// own errors included), so the SDK client's retries are off: the two layers would multiply
+/// (3 x 3 = 9 calls per ask under throttling). A generator used without a pipeline can turn
+/// the SDK's retries on with [`BedrockGeneratorBuilder::with_retry_config`].
 #[derive(Debug, Clone)]
 pub struct BedrockGenerator {
     client: Client,
@@ -62,8 +70,9 @@ impl BedrockGenerator {
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
     /// A builder for `model_id` (a model id such as `anthropic.claude-3-sonnet-20240229-v1:0`
-    /// or an inference-profile id such as `us.meta.llama3-3-70b-instruct-v1:0`) that calls
-    /// InvokeModelWithResponseStream with the family's native request body.
+    /// or an inference-profile id such as `us.meta.llama3-3-70b-instruct-v1:0`) that calls the
+    /// API the model table names for it: InvokeModelWithResponseStream with the family's
+    /// native body for the natively called families, ConverseStream for every other id.
     pub fn builder(model_id: impl Into<String>) -> BedrockGeneratorBuilder {
         BedrockGeneratorBuilder::new(model_id.into(), false)
     }
@@ -73,14 +82,11 @@ impl BedrockGenerator {
         BedrockGeneratorBuilder::new(model_id.into(), true)
     }
 
-    /// A native-mode generator for `model_id` with a client from the AWS environment (region,
-    /// profile and credentials as `aws-config` resolves them) and the SDK's standard retry of
-    /// the initial call (3 attempts).
+    /// A generator for `model_id` (on the API the model table names, as
+    /// [`BedrockGenerator::builder`]) with a client from the AWS environment (region, profile
+    /// and credentials as `aws-config` resolves them); the pipeline retries its calls.
     pub async fn from_env(model_id: impl Into<String>) -> Result<Self> {
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(3))
-            .load()
-            .await;
+        let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
         if config.region().is_none() {
             return Err(Error::config(
                 "no AWS region: set AWS_REGION or a region in the AWS profile",
@@ -115,15 +121,7 @@ impl BedrockGenerator {
     fn check(&self, params: &GenerationParams) -> Result<()> {
         params.validate()?;
         if let Some(profile) = self.profile {
-            if params.max_tokens as usize > profile.max_output_tokens {
-                return Err(Error::invalid_input(
-                    "params.max_tokens",
-                    format!(
-                        "{} is more than {} answers with at most ({})",
-                        params.max_tokens, self.model_id, profile.max_output_tokens
-                    ),
-                ));
-            }
+            profile.check_params(&self.model_id, params)?;
         }
         Ok(())
     }
@@ -135,8 +133,6 @@ impl BedrockGenerator {
         params: &GenerationParams,
     ) -> Result<ChunkStream> {
         let body = request_body(family, prompt, params)?;
-        let body =
-            serde_json::to_vec(&body).map_err(|e| Error::generation(e.to_string(), false))?;
         let call = self
             .client
             .invoke_model_with_response_stream()
@@ -209,6 +205,13 @@ impl Generator for BedrockGenerator {
         match self.api {
             Api::Native(family) => self.invoke(family, prompt, params).await,
             Api::Converse => self.converse_stream(prompt, params).await,
+        }
+    }
+
+    fn accepts(&self) -> PromptKind {
+        match self.api {
+            Api::Native(ModelFamily::Claude) | Api::Converse => PromptKind::Chat,
+            Api::Native(family) => PromptKind::Text(family),
         }
     }
 }
@@ -290,8 +293,9 @@ impl BedrockGeneratorBuilder {
         self
     }
 
-    /// Gives the model's profile (family, context window, answer limit); `max_tokens` above its
-    /// answer limit is rejected before the call. Sets the family unless one is named.
+    /// Gives the model's profile (family, API, context window, answer limit, sampling rules);
+    /// settings it refuses are rejected before the call. Sets the family and the API unless a
+    /// family is named.
     pub fn with_profile(mut self, profile: ModelProfile) -> Self {
         self.profile = Some(profile);
         self
@@ -311,8 +315,10 @@ impl BedrockGeneratorBuilder {
         self
     }
 
-    /// Replaces the client's retry configuration (the SDK retries a throttled or failed
-    /// initial call; nothing retries a stream that already started).
+    /// Turns the SDK client's retries on with `retry` (off by default: the
+    /// [`rag_core::Pipeline`] owns retries, see [`BedrockGenerator`]). Use it for a generator
+    /// called without a pipeline; the SDK retries a throttled or failed initial call, nothing
+    /// retries a stream that already started.
     pub fn with_retry_config(mut self, retry: RetryConfig) -> Self {
         self.retry_config = Some(retry);
         self
@@ -343,11 +349,26 @@ impl BedrockGeneratorBuilder {
                 return Err(Error::config(format!("the {name} timeout is zero")));
             }
         }
-        if let Some(retry) = self.retry_config {
-            client = Client::from_conf(client.config().to_builder().retry_config(retry).build());
-        }
+        // One layer owns retries: the pipeline's, unless the caller asks for the SDK's.
+        let retry = self.retry_config.unwrap_or_else(RetryConfig::disabled);
+        client = Client::from_conf(client.config().to_builder().retry_config(retry).build());
         let known = ModelProfile::for_model_id(&self.model_id);
-        let api = if self.converse {
+        if let Some(profile) = self.profile.or_else(|| known.as_ref().ok().copied()) {
+            if !profile.streams {
+                return Err(Error::config(format!(
+                    "Bedrock does not stream {}: its model page says the streaming operations \
+                     (InvokeModelWithResponseStream, ConverseStream) are not available for it",
+                    self.model_id
+                )));
+            }
+        }
+        let converse = self.converse
+            || (self.family.is_none()
+                && self.profile.map_or_else(
+                    || route_for_model_id(&self.model_id),
+                    |p| p.route,
+                ) == Route::Converse);
+        let api = if converse {
             if self.family.is_some() {
                 return Err(Error::config(
                     "with_family_override applies to native mode; ConverseStream takes the same request for every model",
@@ -364,6 +385,7 @@ impl BedrockGeneratorBuilder {
                 (Some(family), ..) => family,
                 (None, Some(profile), _) => profile.family,
                 (None, None, Ok(profile)) => profile.family,
+                // Unlisted ids go to Converse above; this is unreachable for them.
                 (None, None, Err(err)) => return Err(err.clone()),
             };
             if !has_native_format(family) {
@@ -414,17 +436,27 @@ mod tests {
     }
 
     #[test]
-    fn family_comes_from_the_id_or_the_override() {
+    fn the_api_comes_from_the_table_the_override_or_the_caller() {
         let g = BedrockGenerator::builder("us.meta.llama3-3-70b-instruct-v1:0")
             .with_client(client())
             .build()
             .unwrap();
         assert_eq!(g.family(), Some(ModelFamily::Llama3));
-        let err = BedrockGenerator::builder("my-imported-model")
-            .with_client(client())
-            .build()
-            .unwrap_err();
-        assert!(matches!(err, Error::Config { .. }), "{err}");
+        assert_eq!(g.accepts(), PromptKind::Text(ModelFamily::Llama3));
+        // Ids the table does not list, and chat models, go to ConverseStream.
+        for id in [
+            "my-imported-model",
+            "mistral.mistral-large-2407-v1:0",
+            "us.amazon.nova-pro-v1:0",
+            "cohere.command-r-plus-v1:0",
+        ] {
+            let g = BedrockGenerator::builder(id)
+                .with_client(client())
+                .build()
+                .unwrap();
+            assert!(g.is_converse() && g.family().is_none(), "{id}");
+            assert_eq!(g.accepts(), PromptKind::Chat, "{id}");
+        }
         let g = BedrockGenerator::builder("my-imported-model")
             .with_client(client())
             .with_family_override(ModelFamily::Mistral)
@@ -434,11 +466,62 @@ mod tests {
             (g.family(), g.profile()),
             (Some(ModelFamily::Mistral), None)
         );
-        let g = BedrockGenerator::converse("cohere.command-r-plus-v1:0")
+        let g = BedrockGenerator::builder("anthropic.claude-3-haiku-20240307-v1:0")
             .with_client(client())
             .build()
             .unwrap();
-        assert!(g.is_converse() && g.family().is_none());
+        assert_eq!(g.accepts(), PromptKind::Chat);
+        let g = BedrockGenerator::converse("anthropic.claude-3-haiku-20240307-v1:0")
+            .with_client(client())
+            .build()
+            .unwrap();
+        assert!(g.is_converse());
+    }
+
+    #[test]
+    fn models_that_do_not_stream_fail_at_build() {
+        let err = BedrockGenerator::builder("us.meta.llama4-scout-17b-instruct-v1:0")
+            .with_client(client())
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{err}");
+        assert!(err.to_string().contains("stream"), "{err}");
+    }
+
+    #[test]
+    fn the_sdk_retries_are_off_unless_asked_for() {
+        let g = BedrockGenerator::builder("meta.llama3-8b-instruct-v1:0")
+            .with_client(client())
+            .build()
+            .unwrap();
+        let retry = g.client.config().retry_config().unwrap().clone();
+        assert_eq!(retry.max_attempts(), 1);
+        let g = BedrockGenerator::builder("meta.llama3-8b-instruct-v1:0")
+            .with_client(client())
+            .with_retry_config(RetryConfig::standard().with_max_attempts(4))
+            .build()
+            .unwrap();
+        assert_eq!(g.client.config().retry_config().unwrap().max_attempts(), 4);
+    }
+
+    #[tokio::test]
+    async fn claude_4_5_refuses_temperature_with_top_p_before_any_call() {
+        let g = BedrockGenerator::builder("us.anthropic.claude-sonnet-4-5-20250929-v1:0")
+            .with_client(client())
+            .build()
+            .unwrap();
+        let chat = Prompt::Chat {
+            system: None,
+            messages: vec![rag_core::Message::user("hi")],
+        };
+        let both = GenerationParams::default()
+            .with_temperature(0.2)
+            .with_top_p(0.9);
+        let err = g.generate(&chat, &both).await.err().unwrap();
+        assert!(
+            matches!(err, Error::InvalidInput { field: "params.top_p", .. }),
+            "{err}"
+        );
     }
 
     #[test]

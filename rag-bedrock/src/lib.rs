@@ -4,6 +4,7 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 mod converse;
+mod count;
 mod document;
 mod error;
 mod generator;
@@ -12,6 +13,7 @@ mod knowledge_base;
 mod native;
 mod stream;
 
+pub use count::{BedrockTokenCounter, BedrockTokenCounterBuilder};
 pub use generator::{BedrockGenerator, BedrockGeneratorBuilder};
 #[cfg(feature = "knowledge-bases")]
 pub use knowledge_base::{KnowledgeBaseRetriever, KnowledgeBaseRetrieverBuilder};

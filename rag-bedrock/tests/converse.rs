@@ -118,23 +118,22 @@ async fn any_chat_model_streams_through_converse() {
 }
 
 #[tokio::test]
-async fn a_text_prompt_is_sent_as_one_user_message() {
-    let server = TestServer::start([Reply::frames(events("max_tokens"))]).await;
-    let stream = generator("amazon.nova-lite-v1:0", &server)
+async fn a_family_text_prompt_is_refused_before_any_call() {
+    // A Llama 3 prompt as one user message would be templated a second time by Bedrock.
+    let server = TestServer::start([Reply::frames(events("end_turn"))]).await;
+    let err = generator("meta.llama3-8b-instruct-v1:0", &server)
         .generate(
-            &Prompt::Text("What is Lambda?".into()),
+            &Prompt::Text(
+                "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nWhat is Lambda?<|eot_id|>"
+                    .into(),
+            ),
             &GenerationParams::default(),
         )
         .await
+        .err()
         .unwrap();
-    let (chunks, _) = collect(stream).await;
-    assert_eq!(stop(&chunks), Some(StopReason::MaxTokens));
-    let body = server.requests()[0].json();
-    assert_eq!(
-        body["messages"],
-        json!([{"role": "user", "content": [{"text": "What is Lambda?"}]}])
-    );
-    assert!(body.get("system").is_none());
+    assert!(matches!(err, Error::InvalidInput { field: "prompt", .. }), "{err}");
+    assert_eq!(server.hits(), 0);
 }
 
 #[tokio::test]
@@ -157,13 +156,24 @@ async fn stop_reasons_are_normalized() {
 }
 
 #[tokio::test]
-async fn a_throttled_initial_call_is_retried() {
-    let server = TestServer::start([
-        Reply::error(429, "ThrottlingException", "Too many requests"),
-        Reply::frames(events("end_turn")),
-    ])
-    .await;
-    let stream = generator("amazon.nova-micro-v1:0", &server)
+async fn a_throttled_initial_call_is_retried_by_the_sdk_only_when_asked_for() {
+    let throttled = || Reply::error(429, "ThrottlingException", "Too many requests");
+    // By default the SDK does not retry: the pipeline owns retries.
+    let server = TestServer::start([throttled(), Reply::frames(events("end_turn"))]).await;
+    let err = generator("amazon.nova-micro-v1:0", &server)
+        .generate(&prompt(), &GenerationParams::default())
+        .await
+        .err()
+        .unwrap();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(server.hits(), 1);
+    // A generator used without a pipeline can turn the SDK's retries on.
+    let server = TestServer::start([throttled(), Reply::frames(events("end_turn"))]).await;
+    let stream = BedrockGenerator::converse("amazon.nova-micro-v1:0")
+        .with_client(client::runtime(&server.url()))
+        .with_retry_config(client::fast_retry())
+        .build()
+        .unwrap()
         .generate(&prompt(), &GenerationParams::default())
         .await
         .unwrap();
@@ -175,12 +185,13 @@ async fn a_throttled_initial_call_is_retried() {
 
 #[tokio::test]
 async fn failed_initial_calls_are_classified() {
+    // One call each: the SDK does not retry (the pipeline does, for the retryable ones).
     let cases = [
         (400, "ValidationException", false, 1),
         (403, "AccessDeniedException", false, 1),
         (404, "ResourceNotFoundException", false, 1),
-        (429, "ThrottlingException", true, 3),
-        (500, "InternalServerException", true, 3),
+        (429, "ThrottlingException", true, 1),
+        (500, "InternalServerException", true, 1),
     ];
     for (status, error_type, retryable, attempts) in cases {
         let message = format!("{error_type}: the service's words");

@@ -38,7 +38,13 @@ enum Api {
 
 fn api() -> impl Strategy<Value = Api> {
     prop_oneof![
-        proptest::sample::select(ModelFamily::ALL.to_vec()).prop_map(Api::Native),
+        proptest::sample::select(
+            ModelFamily::ALL
+                .into_iter()
+                .filter(|f| *f != ModelFamily::Chat)
+                .collect::<Vec<_>>(),
+        )
+        .prop_map(Api::Native),
         Just(Api::Converse),
     ]
 }

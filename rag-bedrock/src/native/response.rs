@@ -601,8 +601,14 @@ mod props {
         prop_oneof![8 => right, 1 => Just(Value::Null), 1 => any_json()].boxed()
     }
 
+    /// The families with a native stream (chat models go through ConverseStream).
     fn family() -> impl Strategy<Value = ModelFamily> {
-        proptest::sample::select(ModelFamily::ALL.to_vec())
+        proptest::sample::select(
+            ModelFamily::ALL
+                .into_iter()
+                .filter(|f| super::super::has_native_format(*f))
+                .collect::<Vec<_>>(),
+        )
     }
 
     /// A family and a run of its chunks, each plausible JSON or (rarely) arbitrary bytes.
