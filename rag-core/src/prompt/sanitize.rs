@@ -201,7 +201,14 @@ pub fn neutralize_spans<'t>(
                 .filter(|&(_, c)| is_line_break(c))
                 .map_or(start, |(i, _)| i);
             if let Some((_, end)) = role_at(text, name, rules.roles) {
-                if overlaps(line..end, span) {
+                // An empty value at the line start counts too: `{{title}}Human:` with no
+                // title puts the template's `Human:` at the start of a line.
+                let touches = if span.is_empty() {
+                    line <= span.start && span.start < end
+                } else {
+                    overlaps(line..end, span)
+                };
+                if touches {
                     breaks.push(name);
                 }
             }
