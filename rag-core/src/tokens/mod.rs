@@ -14,9 +14,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::prompt::Prompt;
 
 mod cl100k;
+mod sentencepiece;
 mod splits;
 
 pub use cl100k::Cl100kCounter;
+pub use sentencepiece::SentencePieceCounter;
 pub use splits::{is_clean_joint, is_clean_split};
 
 /// Counts the tokens of a text for the token budget.
