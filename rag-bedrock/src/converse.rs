@@ -27,18 +27,17 @@ pub(crate) fn converse_request(
     params: &GenerationParams,
     additional_fields: Option<&Value>,
 ) -> Result<ConverseRequest> {
-    let (system, messages) = match prompt {
-        Prompt::Text(_) => {
-            return Err(Error::invalid_input(
+    let (system, messages) =
+        match prompt {
+            Prompt::Text(_) => return Err(Error::invalid_input(
                 "prompt",
                 "ConverseStream takes a chat prompt (Prompt::Chat: system and messages) and puts \
                  it into the model's own format; a text prompt rendered in a family's format would \
                  be templated twice. Use ChatTemplate (or ClaudeMessagesTemplate for Claude), or \
                  call the model natively with BedrockGenerator::builder",
-            ))
-        }
-        Prompt::Chat { .. } => chat_prompt("converse", prompt)?,
-    };
+            )),
+            Prompt::Chat { .. } => chat_prompt("converse", prompt)?,
+        };
     let messages = messages
         .iter()
         .map(|m| {
@@ -198,7 +197,13 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            matches!(err, Error::InvalidInput { field: "prompt", .. }),
+            matches!(
+                err,
+                Error::InvalidInput {
+                    field: "prompt",
+                    ..
+                }
+            ),
             "{err}"
         );
         assert!(err.to_string().contains("templated twice"), "{err}");

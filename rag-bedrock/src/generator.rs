@@ -364,10 +364,10 @@ impl BedrockGeneratorBuilder {
         }
         let converse = self.converse
             || (self.family.is_none()
-                && self.profile.map_or_else(
-                    || route_for_model_id(&self.model_id),
-                    |p| p.route,
-                ) == Route::Converse);
+                && self
+                    .profile
+                    .map_or_else(|| route_for_model_id(&self.model_id), |p| p.route)
+                    == Route::Converse);
         let api = if converse {
             if self.family.is_some() {
                 return Err(Error::config(
@@ -519,7 +519,13 @@ mod tests {
             .with_top_p(0.9);
         let err = g.generate(&chat, &both).await.err().unwrap();
         assert!(
-            matches!(err, Error::InvalidInput { field: "params.top_p", .. }),
+            matches!(
+                err,
+                Error::InvalidInput {
+                    field: "params.top_p",
+                    ..
+                }
+            ),
             "{err}"
         );
     }

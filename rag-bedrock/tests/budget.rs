@@ -12,8 +12,7 @@ use rag_bedrock::{BedrockGenerator, BedrockTokenCounter};
 use rag_core::testing::StaticRetriever;
 use rag_core::{
     template_for, template_for_profile, Ask, ChatTemplate, Error, Event, GenerationParams,
-    ModelFamily, ModelProfile, Passage, Pipeline, PipelineBuilder, RetryPolicy, SessionId,
-    Warning,
+    ModelFamily, ModelProfile, Passage, Pipeline, PipelineBuilder, RetryPolicy, SessionId, Warning,
 };
 use serde_json::json;
 use support::families::{self, PIECES};
@@ -79,7 +78,10 @@ fn small_claude(generator: BedrockGenerator) -> PipelineBuilder {
 }
 
 async fn ask(pipeline: &Pipeline) -> Vec<Event> {
-    let ask = Ask::new(SessionId::new("session-1").unwrap(), "How does Lambda scale?");
+    let ask = Ask::new(
+        SessionId::new("session-1").unwrap(),
+        "How does Lambda scale?",
+    );
     pipeline.ask(ask).collect().await
 }
 
@@ -106,7 +108,10 @@ async fn a_prompt_refused_as_too_long_is_sent_once_more_shrunk_by_the_reported_s
     assert_eq!(summary.answer, families::answer());
     let requests = server.requests();
     assert_eq!(requests.len(), 2);
-    let (first, second) = (documents(&requests[0].json()), documents(&requests[1].json()));
+    let (first, second) = (
+        documents(&requests[0].json()),
+        documents(&requests[1].json()),
+    );
     assert!(second < first, "{second} passages after {first}");
     // Shrunk by the model's count against its limit: 1,800 / 2,300 of the first prompt.
     assert!(
@@ -143,8 +148,14 @@ async fn a_refusal_without_sizes_shrinks_by_a_fixed_fraction() {
     assert!(matches!(events.last(), Some(Event::Done(_))), "{events:?}");
     let requests = server.requests();
     assert_eq!(requests.len(), 2);
-    let (first, second) = (documents(&requests[0].json()), documents(&requests[1].json()));
-    assert!(second < first && second as f64 >= first as f64 * 0.7, "{second} of {first}");
+    let (first, second) = (
+        documents(&requests[0].json()),
+        documents(&requests[1].json()),
+    );
+    assert!(
+        second < first && second as f64 >= first as f64 * 0.7,
+        "{second} of {first}"
+    );
 }
 
 #[tokio::test]
@@ -160,7 +171,14 @@ async fn a_second_refusal_is_the_error() {
     match events.last() {
         Some(Event::Error(failure)) => {
             assert!(
-                matches!(failure.error, Error::PromptTooLong { tokens: Some(2_300), limit: Some(1_800), .. }),
+                matches!(
+                    failure.error,
+                    Error::PromptTooLong {
+                        tokens: Some(2_300),
+                        limit: Some(1_800),
+                        ..
+                    }
+                ),
                 "{}",
                 failure.error
             );
@@ -168,7 +186,11 @@ async fn a_second_refusal_is_the_error() {
         }
         other => panic!("expected an error, got {other:?}"),
     }
-    assert_eq!(server.hits(), 2, "one shorter retry, not the retry policy's three");
+    assert_eq!(
+        server.hits(),
+        2,
+        "one shorter retry, not the retry policy's three"
+    );
 }
 
 #[tokio::test]
@@ -200,7 +222,10 @@ async fn mistral_large_2_is_asked_through_converse_stream() {
     let events = ask(&pipeline).await;
     assert!(matches!(events.last(), Some(Event::Done(_))), "{events:?}");
     let request = &server.requests()[0];
-    assert_eq!(decoded_path(request), format!("/model/{id}/converse-stream"));
+    assert_eq!(
+        decoded_path(request),
+        format!("/model/{id}/converse-stream")
+    );
     let body = request.json();
     assert!(body["messages"][0]["content"][0]["text"]
         .as_str()
@@ -256,14 +281,21 @@ async fn a_template_that_does_not_fit_the_generator_fails_at_build() {
         .unwrap_err();
     let message = err.to_string();
     assert!(matches!(err, Error::Config { .. }), "{message}");
-    assert!(message.contains("llama3 text prompts") && message.contains("chat"), "{message}");
+    assert!(
+        message.contains("llama3 text prompts") && message.contains("chat"),
+        "{message}"
+    );
     // A chat prompt into a native text family.
     let err = Pipeline::builder()
         .with_generator(generator("meta.llama3-8b-instruct-v1:0", &server))
         .with_template(ChatTemplate::new())
         .build()
         .unwrap_err();
-    assert!(err.to_string().contains("template_for(ModelFamily::Llama3)"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("template_for(ModelFamily::Llama3)"),
+        "{err}"
+    );
     // A text family's template for another text family.
     assert!(Pipeline::builder()
         .with_generator(generator("mistral.mistral-7b-instruct-v0:2", &server))
@@ -394,4 +426,3 @@ async fn count_tokens_over_its_own_cap_reports_the_count_from_the_message() {
         .unwrap();
     assert_eq!(n, 265_031);
 }
-

@@ -132,7 +132,16 @@ async fn a_family_text_prompt_is_refused_before_any_call() {
         .await
         .err()
         .unwrap();
-    assert!(matches!(err, Error::InvalidInput { field: "prompt", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::InvalidInput {
+                field: "prompt",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(server.hits(), 0);
 }
 

@@ -8,9 +8,7 @@ use rag_core::prompt::{
     ChatTemplate, ClaudeMessagesTemplate, ClaudeTextTemplate, Llama2Template, Llama3Template,
     MistralTemplate, TitanTextTemplate,
 };
-use rag_core::{
-    ModelFamily, Passage, Prompt, PromptInput, PromptTemplate, TokenBudget, Turn,
-};
+use rag_core::{ModelFamily, Passage, Prompt, PromptInput, PromptTemplate, TokenBudget, Turn};
 use unicode_normalization::UnicodeNormalization;
 
 /// The family's template with a custom passage block and question framing.
@@ -225,8 +223,31 @@ fn an_empty_value_cannot_put_the_template_text_at_a_line_start() {
 /// Template text pieces that are no marker on their own but may complete one with a value.
 fn literal() -> impl Strategy<Value = String> {
     prop::sample::select(vec![
-        "", ": ", ":", " ", "\n", "\n\n", "\r\n", "<", "|", "[", "]", "/", "Hu", "man", "Human",
-        "Bot", "User", "INST", "s>", "x", "#", "\u{2028}", "\u{00A0}", "documents", "-> ",
+        "",
+        ": ",
+        ":",
+        " ",
+        "\n",
+        "\n\n",
+        "\r\n",
+        "<",
+        "|",
+        "[",
+        "]",
+        "/",
+        "Hu",
+        "man",
+        "Human",
+        "Bot",
+        "User",
+        "INST",
+        "s>",
+        "x",
+        "#",
+        "\u{2028}",
+        "\u{00A0}",
+        "documents",
+        "-> ",
     ])
     .prop_map(str::to_owned)
 }
@@ -262,11 +283,48 @@ fn question_template() -> impl Strategy<Value = String> {
 /// Values full of markers and their pieces, in every variant the sanitizer must catch.
 fn value() -> impl Strategy<Value = String> {
     let pieces = prop::sample::select(vec![
-        "", "x", " ", "\n", "\n\n", "\r", "\u{2028}", "\u{0085}", "\u{00A0}", "\t", "Human",
-        "HUMAN", "human", "Assistant", ":", "\u{FF1A}", "\u{FF28}\u{FF55}\u{FF4D}\u{FF41}\u{FF4E}",
-        "Bot", "BOT", "User", "<", "|", "<|", "|>", "eot_id", "|eot_id|>", "[", "]", "INST",
-        "[INST]", "[/inst]", "/INST]", "<s", "s>", "</s>", "<<SYS>>", "</", "document",
-        "<document", "</Documents>", "{{title}}", "}}",
+        "",
+        "x",
+        " ",
+        "\n",
+        "\n\n",
+        "\r",
+        "\u{2028}",
+        "\u{0085}",
+        "\u{00A0}",
+        "\t",
+        "Human",
+        "HUMAN",
+        "human",
+        "Assistant",
+        ":",
+        "\u{FF1A}",
+        "\u{FF28}\u{FF55}\u{FF4D}\u{FF41}\u{FF4E}",
+        "Bot",
+        "BOT",
+        "User",
+        "<",
+        "|",
+        "<|",
+        "|>",
+        "eot_id",
+        "|eot_id|>",
+        "[",
+        "]",
+        "INST",
+        "[INST]",
+        "[/inst]",
+        "/INST]",
+        "<s",
+        "s>",
+        "</s>",
+        "<<SYS>>",
+        "</",
+        "document",
+        "<document",
+        "</Documents>",
+        "{{title}}",
+        "}}",
     ]);
     prop::collection::vec(pieces, 0..8).prop_map(|p| p.concat())
 }

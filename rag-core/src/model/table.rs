@@ -122,9 +122,27 @@ const GENERIC: TokenScheme = TokenScheme::Cl100kTimes(1_500);
 
 static TABLE: &[Entry] = &[
     // Anthropic. Legacy text completion: Claude Instant 1.2, Claude 2 (100K) and 2.1 (200K).
-    native("anthropic.claude-instant-v1", ModelFamily::ClaudeText, 100_000, 4_096, CLAUDE_TEXT),
-    native("anthropic.claude-v2:1", ModelFamily::ClaudeText, 200_000, 4_096, CLAUDE_TEXT),
-    native("anthropic.claude-v2", ModelFamily::ClaudeText, 100_000, 4_096, CLAUDE_TEXT),
+    native(
+        "anthropic.claude-instant-v1",
+        ModelFamily::ClaudeText,
+        100_000,
+        4_096,
+        CLAUDE_TEXT,
+    ),
+    native(
+        "anthropic.claude-v2:1",
+        ModelFamily::ClaudeText,
+        200_000,
+        4_096,
+        CLAUDE_TEXT,
+    ),
+    native(
+        "anthropic.claude-v2",
+        ModelFamily::ClaudeText,
+        100_000,
+        4_096,
+        CLAUDE_TEXT,
+    ),
     // Claude 3 family: 200K windows (Anthropic's model pages); 3.5 answers up to 8,192 tokens,
     // 3.7 Sonnet up to 64K, the first Claude 3 models up to 4,096.
     claude("anthropic.claude-3-5-", 200_000, 8_192, C3, ANY),
@@ -136,18 +154,42 @@ static TABLE: &[Entry] = &[
     // Sonnet 4.5 200K / 64K and Sonnet 4.6 1M / 128K (Anthropic's model pages).
     claude("anthropic.claude-sonnet-4-5", 200_000, 64_000, C3, ONE_OF),
     claude("anthropic.claude-haiku-4-5", 200_000, 64_000, C3, ONE_OF),
-    claude("anthropic.claude-sonnet-4-6", 1_000_000, 128_000, C3, ONE_OF),
+    claude(
+        "anthropic.claude-sonnet-4-6",
+        1_000_000,
+        128_000,
+        C3,
+        ONE_OF,
+    ),
     claude("anthropic.claude-opus-4-1", 200_000, 32_000, C3, ONE_OF),
     claude("anthropic.claude-opus-4-5", 200_000, 64_000, C3, ONE_OF),
     claude("anthropic.claude-opus-4-6", 1_000_000, 128_000, C3, ONE_OF),
     // Opus 4.7 (1M / 128K, Bedrock model card) and later Opus 4.x use the newer tokenizer.
-    claude("anthropic.claude-opus-4-7", 1_000_000, 128_000, CNEW, ONE_OF),
-    claude("anthropic.claude-opus-4-8", 1_000_000, 128_000, CNEW, ONE_OF),
+    claude(
+        "anthropic.claude-opus-4-7",
+        1_000_000,
+        128_000,
+        CNEW,
+        ONE_OF,
+    ),
+    claude(
+        "anthropic.claude-opus-4-8",
+        1_000_000,
+        128_000,
+        CNEW,
+        ONE_OF,
+    ),
     // Sonnet 4 (200K / 64K) and Opus 4 (200K / 32K) take both settings.
     claude("anthropic.claude-sonnet-4", 200_000, 64_000, C3, ANY),
     claude("anthropic.claude-opus-4", 200_000, 32_000, C3, ANY),
     // Claude 5 and Fable 5: 1M / 128K, the newer tokenizer.
-    claude("anthropic.claude-sonnet-5", 1_000_000, 128_000, CNEW, ONE_OF),
+    claude(
+        "anthropic.claude-sonnet-5",
+        1_000_000,
+        128_000,
+        CNEW,
+        ONE_OF,
+    ),
     claude("anthropic.claude-opus-5", 1_000_000, 128_000, CNEW, ONE_OF),
     claude("anthropic.claude-fable-5", 1_000_000, 128_000, CNEW, ONE_OF),
     // A Claude model newer than this table: the smallest window and the strictest rules of
@@ -155,26 +197,78 @@ static TABLE: &[Entry] = &[
     claude("anthropic.claude-", 200_000, 32_000, CNEW, ONE_OF),
     // Meta. Llama 2 chat: 4K. Llama 3: 8K; 3.1, 3.2 and 3.3: 128K; `max_gen_len` up to 2,048.
     native("meta.llama2-", ModelFamily::Llama2, 4_096, 2_048, LLAMA2),
-    native("meta.llama3-1-", ModelFamily::Llama3, 128_000, 2_048, TokenScheme::Cl100k),
-    native("meta.llama3-2-", ModelFamily::Llama3, 128_000, 2_048, TokenScheme::Cl100k),
-    native("meta.llama3-3-", ModelFamily::Llama3, 128_000, 2_048, TokenScheme::Cl100k),
-    native("meta.llama3-", ModelFamily::Llama3, 8_192, 2_048, TokenScheme::Cl100k),
+    native(
+        "meta.llama3-1-",
+        ModelFamily::Llama3,
+        128_000,
+        2_048,
+        TokenScheme::Cl100k,
+    ),
+    native(
+        "meta.llama3-2-",
+        ModelFamily::Llama3,
+        128_000,
+        2_048,
+        TokenScheme::Cl100k,
+    ),
+    native(
+        "meta.llama3-3-",
+        ModelFamily::Llama3,
+        128_000,
+        2_048,
+        TokenScheme::Cl100k,
+    ),
+    native(
+        "meta.llama3-",
+        ModelFamily::Llama3,
+        8_192,
+        2_048,
+        TokenScheme::Cl100k,
+    ),
     // Llama 4: Bedrock's Meta page says "You can't use the InvokeModelWithResponseStream or
     // ConverseStream (streaming) operations with Llama 4 Instruct". Windows as measured
     // through Converse (Maverick 1,048,576, Scout 3,500,000); Llama 4's own tokenizer counts up
     // to 1.155x cl100k on the shared corpus.
     Entry {
         streams: false,
-        ..converse("meta.llama4-maverick-", 1_048_576, 8_192, TokenScheme::Cl100kTimes(1_200))
+        ..converse(
+            "meta.llama4-maverick-",
+            1_048_576,
+            8_192,
+            TokenScheme::Cl100kTimes(1_200),
+        )
     },
     Entry {
         streams: false,
-        ..converse("meta.llama4-scout-", 3_500_000, 8_192, TokenScheme::Cl100kTimes(1_200))
+        ..converse(
+            "meta.llama4-scout-",
+            3_500_000,
+            8_192,
+            TokenScheme::Cl100kTimes(1_200),
+        )
     },
     // Amazon Titan Text: Lite 4K, Express 8K, Premier 32K windows (Bedrock's Titan Text page).
-    native("amazon.titan-text-lite", ModelFamily::TitanText, 4_096, 4_096, TITAN),
-    native("amazon.titan-text-express", ModelFamily::TitanText, 8_192, 8_192, TITAN),
-    native("amazon.titan-text-premier", ModelFamily::TitanText, 32_000, 3_072, TITAN),
+    native(
+        "amazon.titan-text-lite",
+        ModelFamily::TitanText,
+        4_096,
+        4_096,
+        TITAN,
+    ),
+    native(
+        "amazon.titan-text-express",
+        ModelFamily::TitanText,
+        8_192,
+        8_192,
+        TITAN,
+    ),
+    native(
+        "amazon.titan-text-premier",
+        ModelFamily::TitanText,
+        32_000,
+        3_072,
+        TITAN,
+    ),
     // Amazon Nova, through Converse: Micro 128K, Lite and Pro 300K, Nova 2 Lite 256K (the
     // context suffixes of Bedrock's fine-tuning table); `maxTokens` up to 5K (Nova's request
     // schema).
@@ -184,13 +278,42 @@ static TABLE: &[Entry] = &[
     converse("amazon.nova-2-lite-", 256_000, 5_000, GENERIC),
     // Mistral. Text completion (`prompt`): Mistral 7B Instruct, Mixtral 8x7B, Mistral Large
     // and Small 2402 (Bedrock's Mistral text-completion page); 32K windows.
-    native("mistral.mistral-7b-", ModelFamily::Mistral, 32_000, 8_192, TokenScheme::MistralV1),
-    native("mistral.mixtral-8x7b-", ModelFamily::Mistral, 32_000, 4_096, TokenScheme::MistralV1),
-    native("mistral.mistral-large-2402", ModelFamily::Mistral, 32_000, 8_192, TokenScheme::MistralV1),
-    native("mistral.mistral-small-2402", ModelFamily::Mistral, 32_000, 8_192, TokenScheme::MistralV1),
+    native(
+        "mistral.mistral-7b-",
+        ModelFamily::Mistral,
+        32_000,
+        8_192,
+        TokenScheme::MistralV1,
+    ),
+    native(
+        "mistral.mixtral-8x7b-",
+        ModelFamily::Mistral,
+        32_000,
+        4_096,
+        TokenScheme::MistralV1,
+    ),
+    native(
+        "mistral.mistral-large-2402",
+        ModelFamily::Mistral,
+        32_000,
+        8_192,
+        TokenScheme::MistralV1,
+    ),
+    native(
+        "mistral.mistral-small-2402",
+        ModelFamily::Mistral,
+        32_000,
+        8_192,
+        TokenScheme::MistralV1,
+    ),
     // Mistral Large 2 (24.07) takes Bedrock's chat-completion body (`messages`), not a prompt;
     // Bedrock recommends Converse for it. 128K window. Its v3 tokenizer counts text as v1.
-    converse("mistral.mistral-large-2407", 128_000, 8_192, TokenScheme::MistralV1),
+    converse(
+        "mistral.mistral-large-2407",
+        128_000,
+        8_192,
+        TokenScheme::MistralV1,
+    ),
     // DeepSeek R1: `max_tokens` up to 32,768 (Bedrock's DeepSeek page), 128K window.
     converse("deepseek.r1-", 128_000, 32_768, GENERIC),
 ];

@@ -3,22 +3,70 @@ use super::*;
 #[test]
 fn families_from_ids_and_inference_profiles() {
     let cases = [
-        ("anthropic.claude-3-sonnet-20240229-v1:0", ModelFamily::Claude, 200_000),
-        ("us.anthropic.claude-3-5-sonnet-20241022-v2:0", ModelFamily::Claude, 200_000),
-        ("global.anthropic.claude-sonnet-4-20250514-v1:0", ModelFamily::Claude, 200_000),
-        ("global.anthropic.claude-opus-4-6-v1", ModelFamily::Claude, 1_000_000),
+        (
+            "anthropic.claude-3-sonnet-20240229-v1:0",
+            ModelFamily::Claude,
+            200_000,
+        ),
+        (
+            "us.anthropic.claude-3-5-sonnet-20241022-v2:0",
+            ModelFamily::Claude,
+            200_000,
+        ),
+        (
+            "global.anthropic.claude-sonnet-4-20250514-v1:0",
+            ModelFamily::Claude,
+            200_000,
+        ),
+        (
+            "global.anthropic.claude-opus-4-6-v1",
+            ModelFamily::Claude,
+            1_000_000,
+        ),
         ("anthropic.claude-v2", ModelFamily::ClaudeText, 100_000),
         ("anthropic.claude-v2:1", ModelFamily::ClaudeText, 200_000),
-        ("anthropic.claude-instant-v1", ModelFamily::ClaudeText, 100_000),
+        (
+            "anthropic.claude-instant-v1",
+            ModelFamily::ClaudeText,
+            100_000,
+        ),
         ("meta.llama2-70b-chat-v1", ModelFamily::Llama2, 4_096),
         ("meta.llama3-8b-instruct-v1:0", ModelFamily::Llama3, 8_192),
-        ("eu.meta.llama3-2-3b-instruct-v1:0", ModelFamily::Llama3, 128_000),
-        ("apac.meta.llama3-3-70b-instruct-v1:0", ModelFamily::Llama3, 128_000),
-        ("amazon.titan-text-express-v1", ModelFamily::TitanText, 8_192),
-        ("mistral.mixtral-8x7b-instruct-v0:1", ModelFamily::Mistral, 32_000),
-        ("mistral.mistral-7b-instruct-v0:2", ModelFamily::Mistral, 32_000),
-        ("mistral.mistral-large-2402-v1:0", ModelFamily::Mistral, 32_000),
-        ("mistral.mistral-large-2407-v1:0", ModelFamily::Chat, 128_000),
+        (
+            "eu.meta.llama3-2-3b-instruct-v1:0",
+            ModelFamily::Llama3,
+            128_000,
+        ),
+        (
+            "apac.meta.llama3-3-70b-instruct-v1:0",
+            ModelFamily::Llama3,
+            128_000,
+        ),
+        (
+            "amazon.titan-text-express-v1",
+            ModelFamily::TitanText,
+            8_192,
+        ),
+        (
+            "mistral.mixtral-8x7b-instruct-v0:1",
+            ModelFamily::Mistral,
+            32_000,
+        ),
+        (
+            "mistral.mistral-7b-instruct-v0:2",
+            ModelFamily::Mistral,
+            32_000,
+        ),
+        (
+            "mistral.mistral-large-2402-v1:0",
+            ModelFamily::Mistral,
+            32_000,
+        ),
+        (
+            "mistral.mistral-large-2407-v1:0",
+            ModelFamily::Chat,
+            128_000,
+        ),
         ("us.amazon.nova-pro-v1:0", ModelFamily::Chat, 300_000),
         ("us.deepseek.r1-v1:0", ModelFamily::Chat, 128_000),
     ];
@@ -57,7 +105,11 @@ fn every_native_entry_is_a_family_with_a_native_body() {
             Route::Native => assert_ne!(entry.family, ModelFamily::Chat, "{}", entry.prefix),
             Route::Converse => assert_eq!(entry.family, ModelFamily::Chat, "{}", entry.prefix),
         }
-        assert!(entry.max_output_tokens <= entry.context_window, "{}", entry.prefix);
+        assert!(
+            entry.max_output_tokens <= entry.context_window,
+            "{}",
+            entry.prefix
+        );
     }
     // Specific prefixes come before the general ones that would shadow them.
     for (i, a) in table::entries().iter().enumerate() {
@@ -88,7 +140,13 @@ fn claude_4_5_and_later_refuse_temperature_with_top_p() {
         let profile = ModelProfile::for_model_id(id).unwrap();
         let err = profile.check_params(id, &both).unwrap_err();
         assert!(
-            matches!(err, Error::InvalidInput { field: "params.top_p", .. }),
+            matches!(
+                err,
+                Error::InvalidInput {
+                    field: "params.top_p",
+                    ..
+                }
+            ),
             "{id}: {err}"
         );
         profile
@@ -112,7 +170,11 @@ fn claude_4_5_and_later_refuse_temperature_with_top_p() {
 fn llama4_is_known_not_to_stream() {
     let profile = ModelProfile::for_model_id("us.meta.llama4-maverick-17b-instruct-v1:0").unwrap();
     assert!(!profile.streams);
-    assert!(ModelProfile::for_model_id("meta.llama3-8b-instruct-v1:0").unwrap().streams);
+    assert!(
+        ModelProfile::for_model_id("meta.llama3-8b-instruct-v1:0")
+            .unwrap()
+            .streams
+    );
 }
 
 #[test]
@@ -121,7 +183,13 @@ fn answer_limits_are_checked() {
     let err = profile
         .check_params("llama", &GenerationParams::default().with_max_tokens(4_096))
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidInput { field: "params.max_tokens", .. }));
+    assert!(matches!(
+        err,
+        Error::InvalidInput {
+            field: "params.max_tokens",
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -137,7 +205,11 @@ fn arns_of_models_and_inference_profiles() {
         ),
     ];
     for (arn, family) in cases {
-        assert_eq!(ModelProfile::for_model_id(arn).unwrap().family, family, "{arn}");
+        assert_eq!(
+            ModelProfile::for_model_id(arn).unwrap().family,
+            family,
+            "{arn}"
+        );
     }
     assert!(ModelProfile::for_model_id(
         "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abc123"
@@ -156,12 +228,19 @@ fn unknown_ids_name_the_known_families() {
     let custom = ModelProfile::custom("llama3".parse().unwrap(), 32_000, 1_000);
     assert_eq!(custom.family, ModelFamily::Llama3);
     assert_eq!(custom.route, Route::Native);
-    assert_eq!(ModelProfile::custom(ModelFamily::Chat, 1, 1).route, Route::Converse);
+    assert_eq!(
+        ModelProfile::custom(ModelFamily::Chat, 1, 1).route,
+        Route::Converse
+    );
 }
 
 #[test]
 fn titan_takes_no_system_prompt() {
-    assert!(!ModelProfile::for_model_id("amazon.titan-text-lite-v1").unwrap().system_prompt);
+    assert!(
+        !ModelProfile::for_model_id("amazon.titan-text-lite-v1")
+            .unwrap()
+            .system_prompt
+    );
     assert!(
         ModelProfile::for_model_id("anthropic.claude-3-haiku-20240307-v1:0")
             .unwrap()

@@ -90,7 +90,10 @@ impl std::fmt::Display for Warning {
                 "{error}; sent again with {passages_kept} passages and {turns_kept} earlier turns"
             ),
             Warning::CountUnavailable(e) => {
-                write!(f, "the model's token count is unavailable, the estimate was used: {e}")
+                write!(
+                    f,
+                    "the model's token count is unavailable, the estimate was used: {e}"
+                )
             }
             Warning::Other(s) => f.write_str(s),
         }

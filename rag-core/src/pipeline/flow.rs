@@ -427,11 +427,8 @@ impl Inner {
                 self.settings.timeouts.first_token,
                 Stage::Generation,
                 async {
-                    let chunks = caught(
-                        Stage::Generation,
-                        self.generator.generate(prompt, params),
-                    )
-                    .await?;
+                    let chunks =
+                        caught(Stage::Generation, self.generator.generate(prompt, params)).await?;
                     let mut chunks = catch_stream_panics(chunks);
                     // Usage or a stop reason may come before any text; a failure then is still a
                     // failure before the first token, so keep reading up to the first text.
@@ -533,9 +530,7 @@ async fn caught<T>(stage: Stage, fut: impl Future<Output = Result<T>>) -> Result
 fn catch_stream_panics(chunks: ChunkStream) -> ChunkStream {
     AssertUnwindSafe(chunks)
         .catch_unwind()
-        .map(|item| {
-            item.unwrap_or_else(|panic| Err(Error::panicked(Stage::Generation, &*panic)))
-        })
+        .map(|item| item.unwrap_or_else(|panic| Err(Error::panicked(Stage::Generation, &*panic))))
         .boxed()
 }
 
@@ -635,10 +630,13 @@ mod tests {
         // The model counted 9,000 where it takes 8,000; the template had counted 7,500.
         let shrunk = shrunk_budget(7_900, 7_500, Some(9_000), Some(8_000));
         assert_eq!(shrunk, 6_599); // 8,000 * 7,500 / 9,000 = 6,666, less 1%
-        // Without sizes: 85%.
+                                   // Without sizes: 85%.
         assert_eq!(shrunk_budget(10_000, 9_000, None, None), 8_500);
         // Never more than 85% of what was refused, never zero.
-        assert_eq!(shrunk_budget(10_000, 9_900, Some(10_001), Some(10_000)), 8_500);
+        assert_eq!(
+            shrunk_budget(10_000, 9_900, Some(10_001), Some(10_000)),
+            8_500
+        );
         assert_eq!(shrunk_budget(1, 1, None, None), 1);
     }
 }

@@ -507,8 +507,7 @@ impl Engine {
         // turn's, or the current one.
         let in_first = |text: &str, with_context: bool, total: &mut Total| -> isize {
             if with_context {
-                counter.count_part(text) as isize
-                    + joiner.delta(CONTEXT_CLOSE, false, text, total)
+                counter.count_part(text) as isize + joiner.delta(CONTEXT_CLOSE, false, text, total)
             } else {
                 counter.count(text) as isize
             }

@@ -179,7 +179,11 @@ fn render_fast(
                     Value::Num(n) => n != 0,
                 };
                 let branch = if truthy != *negate { then } else { otherwise };
+                // A value chose what template text is joined here: both edges of the block
+                // are untrusted, as empty spans.
+                spans.push(out.len()..out.len());
                 render_fast(branch, values, out, spans);
+                spans.push(out.len()..out.len());
             }
         }
     }
@@ -204,13 +208,48 @@ struct QuestionData<'a> {
 /// [`take_spans`] strips them and records where the values were.
 const VALUE_START: char = '\u{E000}';
 const VALUE_END: char = '\u{E001}';
+/// Marks the edges of a block helper in handlebars' output: raw text put around every block
+/// when a template is compiled, since a value chose what template text is joined there.
+const BLOCK_EDGE: char = '\u{E002}';
+
+/// Puts [`BLOCK_EDGE`] raw text before and after every block of `template`, and around the
+/// text of its branches.
+fn mark_block_edges(template: &mut Template) {
+    let edge = || TemplateElement::RawString(BLOCK_EDGE.to_string());
+    let mut elements = Vec::with_capacity(template.elements.len() + 4);
+    let mut mapping = Vec::with_capacity(template.mapping.len() + 4);
+    for (i, mut element) in std::mem::take(&mut template.elements)
+        .into_iter()
+        .enumerate()
+    {
+        let at = template.mapping.get(i).cloned();
+        let block = matches!(element, TemplateElement::HelperBlock(_));
+        if let TemplateElement::HelperBlock(h) = &mut element {
+            for branch in [&mut h.template, &mut h.inverse].into_iter().flatten() {
+                mark_block_edges(branch);
+            }
+        }
+        if block {
+            elements.push(edge());
+            mapping.extend(at.clone());
+        }
+        elements.push(element);
+        mapping.extend(at.clone());
+        if block {
+            elements.push(edge());
+            mapping.extend(at);
+        }
+    }
+    template.elements = elements;
+    template.mapping = mapping;
+}
 
 fn mark_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 6);
     out.push(VALUE_START);
     // A value cannot fake a mark: the private-use marks in it become U+FFFD.
     for c in value.chars() {
-        out.push(if matches!(c, VALUE_START | VALUE_END) {
+        out.push(if matches!(c, VALUE_START | VALUE_END | BLOCK_EDGE) {
             '\u{FFFD}'
         } else {
             c
@@ -225,6 +264,7 @@ fn take_spans(rendered: &str, out: &mut String, spans: &mut Vec<Range<usize>>) {
     let mut start = None;
     for c in rendered.chars() {
         match c {
+            BLOCK_EDGE => spans.push(out.len()..out.len()),
             VALUE_START => start = Some(out.len()),
             VALUE_END => {
                 if let Some(start) = start.take() {
@@ -286,6 +326,8 @@ impl Parts {
                 ));
             }
             fast.push(fast_template);
+            let mut template = template;
+            mark_block_edges(&mut template);
             registry.register_template(name, template);
         }
         let fast_question = fast.pop().flatten();
@@ -552,13 +594,17 @@ mod tests {
             .unwrap();
         assert_eq!(
             spans.iter().map(|s| &block[s.clone()]).collect::<Vec<_>>(),
-            ["2", "s3://b/k", "body & <b>"]
+            // The `if title` block's edges are empty spans: a value chose what is there.
+            ["2", "s3://b/k", "", "", "body & <b>"]
         );
         assert_eq!(
             block,
             "<document index=\"2\">\n<source>s3://b/k</source>\n<document_content>\nbody & <b>\n</document_content>\n</document>"
         );
-        assert_eq!(parts.question("  why? ").unwrap(), ("why?".to_owned(), vec![0..4]));
+        assert_eq!(
+            parts.question("  why? ").unwrap(),
+            ("why?".to_owned(), vec![0..4])
+        );
     }
 
     #[test]
@@ -683,7 +729,7 @@ mod tests {
         let (mut out, mut spans) = (String::new(), Vec::new());
         parts.passage(&data[0], &mut out, &mut spans).unwrap();
         assert_eq!(out, "best  x & <y> ");
-        assert_eq!(spans, [5..14]);
+        assert_eq!(spans, [0..0, 5..5, 5..14]);
         // ... and refuses triple-stash values, which it could not mark.
         let err = Parts::compile(&sources(
             "",

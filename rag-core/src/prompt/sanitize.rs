@@ -57,6 +57,10 @@ const MISTRAL: &[&str] = &[
 const CLAUDE_TEXT_ROLES: &[&str] = &["Human:", "Assistant:"];
 const TITAN_ROLES: &[&str] = &["User:", "Bot:"];
 
+/// How far before a value a line start may be for a role from it to reach the value: the
+/// longest role name with its colon, and blanks before it.
+const LONGEST_ROLE_REACH: usize = 64;
+
 /// The marker rules of a family.
 struct Rules {
     /// Broken anywhere, in any letter case, after their first character.
@@ -179,6 +183,22 @@ pub fn neutralize_spans<'t>(
         let mut starts: Vec<usize> = Vec::new();
         if at_line_start(text, span.start, text_starts_line) {
             starts.push(span.start);
+        } else {
+            // A role the template starts at a line start and a value finishes (`Human{{text}}`
+            // with a text `:`): the start of the value's line, when a role could reach it.
+            let line = text[..span.start]
+                .char_indices()
+                .rev()
+                .find(|&(_, c)| is_line_break(c))
+                .map(|(i, c)| i + c.len_utf8());
+            let line = match line {
+                Some(line) => Some(line),
+                None if text_starts_line => Some(0),
+                None => None,
+            };
+            if let Some(line) = line.filter(|&l| span.start - l <= LONGEST_ROLE_REACH) {
+                starts.push(line);
+            }
         }
         for (i, c) in text[span.start..span.end].char_indices() {
             if is_line_break(c) {

@@ -14,16 +14,15 @@ use std::sync::{Arc, Mutex};
 use crate::prompt::Prompt;
 
 mod cl100k;
-#[allow(missing_docs)]
-mod placeholder_spm;
 mod scaled;
 mod scheme;
+mod sentencepiece;
 mod splits;
 
 pub use cl100k::Cl100kCounter;
-pub use placeholder_spm::SentencePieceCounter;
 pub use scaled::ScaledCounter;
 pub use scheme::TokenScheme;
+pub use sentencepiece::SentencePieceCounter;
 pub use splits::{is_clean_joint, is_clean_split};
 
 /// Counts the tokens of a text for the token budget.

@@ -87,7 +87,10 @@ mod tests {
         assert_eq!(c.count("abcdefghij"), 14); // 13.5 rounded up
         assert_eq!(c.count(""), 0);
         assert_eq!(c.max_count_for_len(10), 14);
-        assert_eq!(ScaledCounter::new(Utf8ByteCounter::new(), 500).count("ab"), 2);
+        assert_eq!(
+            ScaledCounter::new(Utf8ByteCounter::new(), 500).count("ab"),
+            2
+        );
         // Parts round up one by one, so they never sum below the whole.
         let (a, b) = ("abc", "defg");
         assert!(c.count(a) + c.count_part(b) >= c.count(&format!("{a}{b}")));

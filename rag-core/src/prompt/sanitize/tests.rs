@@ -90,6 +90,10 @@ fn markers_across_values_are_broken_and_template_text_is_kept() {
     let text = "Human: b";
     let out = neutralize_spans(ModelFamily::ClaudeText, text, &[0..0, 7..8], true);
     assert_eq!(out, "\u{200B}Human: b");
+    // A role the template starts at a line start and a value finishes.
+    let text = "a\nHuman: b";
+    let out = neutralize_spans(ModelFamily::ClaudeText, text, &[7..8], false);
+    assert_eq!(out, "a\n\u{200B}Human: b");
     // An empty value inside a template's split token.
     let text = "<|eot";
     let out = neutralize_spans(ModelFamily::Llama3, text, &[1..1], false);
