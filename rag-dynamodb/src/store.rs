@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
-use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::{Client, Config};
 use rag_core::{Error, HistoryStore, Result, SessionId, Turn};
 
 use crate::builder::DynamoDbHistoryBuilder;
@@ -34,7 +35,10 @@ pub(crate) struct Settings {
 /// The partition key is the session id and the sort key the turn id (a UUID v7, whose text
 /// sorts in creation order), so a session's turns are one item collection read newest first by
 /// a single descending Query, and no item grows with the conversation. Appends are conditional
-/// puts: appending a turn already stored (a retry after a lost response) changes nothing. With
+/// puts: appending a turn already stored (a retry after a lost response) changes nothing, and
+/// the SDK does not retry them: the [`rag_core::Pipeline`]'s save policy does (its
+/// `with_save_retry`), while loads keep the SDK client's retries, which the pipeline does not
+/// repeat. With
 /// a TTL, each item carries its expiry in epoch seconds and expired turns are never loaded,
 /// even before DynamoDB gets round to deleting them.
 ///
@@ -257,6 +261,8 @@ impl HistoryStore for DynamoDbHistory {
             .map(|ttl| epoch_secs(SystemTime::now()).saturating_add(ttl));
         let item = s.names.to_item(session, turn, expires_at);
         check_size(&item, turn)?;
+        // The pipeline's save policy owns the retries of an append (a conditional put makes
+        // them safe): the SDK's own are off for PutItem, or the two would multiply.
         let result = self
             .client
             .put_item()
@@ -264,6 +270,8 @@ impl HistoryStore for DynamoDbHistory {
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(#sk)")
             .expression_attribute_names("#sk", &s.names.turn_id)
+            .customize()
+            .config_override(Config::builder().retry_config(RetryConfig::disabled()))
             .send()
             .await;
         match result {

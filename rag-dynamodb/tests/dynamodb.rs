@@ -620,3 +620,99 @@ async fn service_errors_on_the_wire_are_classified() {
         }
     }
 }
+
+/// A turn id from a clock `offset` ahead of this host's.
+fn id_from_a_clock_ahead_by(offset: Duration) -> TurnId {
+    let at = SystemTime::now() + offset;
+    let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+    let ts = uuid::Timestamp::from_unix(uuid::NoContext, since.as_secs(), since.subsec_nanos());
+    TurnId::from(uuid::Uuid::new_v7(ts))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turns_asked_on_hosts_with_skewed_clocks_stay_in_the_order_they_were_asked() {
+    let store = create(builder("skew")).await;
+    let s = session("skew");
+    // Host one, whose clock runs ten minutes ahead, saved the first turn.
+    let first = Turn {
+        id: id_from_a_clock_ahead_by(Duration::from_secs(600)),
+        question: "What is Lambda?".into(),
+        answer: "A compute service.".into(),
+        created_at: SystemTime::now(),
+    };
+    store.append(&s, &first).await.unwrap();
+    // Host two, with the right time, answers the follow-up through its own store.
+    let other = DynamoDbHistory::builder(store.table_name())
+        .with_client(support::client())
+        .build()
+        .unwrap();
+    let pipeline = Pipeline::builder()
+        .with_generator(ScriptedGenerator::new(["On ", "demand."]))
+        .with_template(PlainTemplate::default())
+        .with_history(other)
+        .build()
+        .unwrap();
+    pipeline
+        .ask(Ask::new(s.clone(), "How does it scale?"))
+        .text()
+        .await
+        .unwrap();
+    pipeline.flush().await;
+    let turns = store.load(&s, 10).await.unwrap();
+    let questions: Vec<&str> = turns.iter().map(|t| t.question.as_str()).collect();
+    assert_eq!(questions, ["What is Lambda?", "How does it scale?"]);
+    assert!(turns[1].id > first.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_is_sent_once_by_the_sdk_and_retried_by_the_pipeline() {
+    let throttled = (
+        400,
+        r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate exceeded"}"#
+            .to_owned(),
+    );
+    let (endpoint, answered) = support::scripted_server_counted(vec![throttled; 12]);
+    // A client with the SDK's standard retries (3 attempts), as a service would build it.
+    let config = Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .endpoint_url(endpoint)
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(1)),
+        )
+        .build();
+    let store = DynamoDbHistory::try_from((Client::from_conf(config), "scripted")).unwrap();
+    let err = store
+        .append(&session("once"), &Turn::new("q", "a"))
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Through a pipeline: its save policy's three attempts, not three times three.
+    let pipeline = Pipeline::builder()
+        .with_generator(ScriptedGenerator::new(["a"]))
+        .with_template(PlainTemplate::default())
+        .with_history(store)
+        .with_save_retry(
+            rag_core::RetryPolicy::attempts(3)
+                .with_backoff(Duration::from_millis(1), Duration::from_millis(2)),
+        )
+        .with_history_turns(0)
+        .build()
+        .unwrap();
+    let before = answered.load(std::sync::atomic::Ordering::SeqCst);
+    let events: Vec<rag_core::Event> =
+        futures::StreamExt::collect(pipeline.ask(Ask::new(session("once"), "q"))).await;
+    assert!(
+        events.iter().any(|e| matches!(e, rag_core::Event::Warning(rag_core::Warning::TurnNotSaved(_)))),
+        "{events:?}"
+    );
+    pipeline.flush().await;
+    // The load (the newest turn, for the order) is throttled too: three Query attempts by the
+    // SDK, which owns the retries of reads; then three PutItems by the pipeline's save policy,
+    // one SDK attempt each: 3 + 3, not 3 + 3 x 3.
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst) - before, 6);
+}

@@ -143,15 +143,25 @@ pub(crate) fn counting_client() -> (Client, QueryCounter) {
 /// A loopback HTTP server answering every request with the next scripted `(status, body)`,
 /// for service errors moto never sends (throttling, 5xx). Returns its endpoint.
 pub(crate) fn scripted_server(responses: Vec<(u16, String)>) -> String {
+    scripted_server_counted(responses).0
+}
+
+/// [`scripted_server`], with the number of requests it answered (each on its own connection).
+pub(crate) fn scripted_server_counted(
+    responses: Vec<(u16, String)>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::io::{BufRead, BufReader, Read, Write};
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = answered.clone();
     std::thread::spawn(move || {
         for (status, body) in responses {
             let Ok((stream, _)) = listener.accept() else {
                 return;
             };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let mut reader = BufReader::new(stream);
             let mut length = 0;
             loop {
@@ -175,5 +185,5 @@ pub(crate) fn scripted_server(responses: Vec<(u16, String)>) -> String {
             let _ = reader.get_mut().write_all(response.as_bytes());
         }
     });
-    endpoint
+    (endpoint, answered)
 }
