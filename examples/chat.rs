@@ -11,7 +11,10 @@
 //! ```
 //!
 //! The model family, and so the prompt format, comes from `--model`; `--converse` calls
-//! ConverseStream, which takes one chat format for any chat model. Before the first question
+//! ConverseStream, which takes one chat format for any chat model. A model the library's table
+//! does not list (a custom or imported one) needs `--context-window N`, its window in tokens,
+//! and is called through ConverseStream; for a listed model the flag replaces the table's
+//! window. Before the first question
 //! it checks that the AWS environment has a region and credentials, and says plainly what is
 //! missing (exit code 2). The answer (Markdown) is printed as it streams, then its sources.
 //! `--session ID` resumes a conversation, which with `--history dynamodb` outlives the process.

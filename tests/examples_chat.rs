@@ -12,8 +12,7 @@ mod chat_example;
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -152,19 +151,95 @@ fn flags_that_need_another_flag_are_refused_before_aws_is_asked() {
         2,
         "unknown Bedrock model id `acme.unknown-model-v1`",
     );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("pass --context-window N"), "{stderr}");
+    // A window that leaves no room for the answer (--max-tokens is 1024 by default) is refused
+    // before the AWS environment is even read.
+    let output = chat(
+        dir.path(),
+        &[
+            "--model",
+            "acme.unknown-model-v1",
+            "--context-window",
+            "1000",
+            "question",
+        ],
+        &[],
+    );
+    check_plain_failure(
+        &output,
+        2,
+        "--context-window 1000 leaves no room for a prompt",
+    );
 }
 
-/// Answers every request as Bedrock does for credentials it does not know, and counts them.
-async fn refusing_bedrock() -> (String, Arc<AtomicUsize>) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_model_with_a_context_window_is_called_through_converse_stream() {
+    let (endpoint, requests) = refusing_bedrock().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let dir_path = dir.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        chat(
+            &dir_path,
+            &[
+                "--model",
+                "acme.unknown-model-v1",
+                "--context-window",
+                "32000",
+                "--retriever",
+                "none",
+                "What is Lambda?",
+            ],
+            &[
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+                (
+                    "AWS_SECRET_ACCESS_KEY",
+                    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                ),
+                ("AWS_ENDPOINT_URL", &endpoint),
+            ],
+        )
+    })
+    .await
+    .expect("the example ran");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("unknown Bedrock model id"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "Using no retriever, in-memory history, Bedrock acme.unknown-model-v1 through \
+             ConverseStream (context window 32000 tokens) in us-east-1."
+        ),
+        "the pipeline was built as a chat model with the window given:\n{stderr}"
+    );
+    // The loopback refuses the credentials: the answer fails, the configuration did not.
+    check_plain_failure(
+        &output,
+        1,
+        "The security token included in the request is invalid.",
+    );
+    let requests = requests.lock().expect("the request log").clone();
+    assert!(!requests.is_empty(), "Bedrock was called");
+    for request in &requests {
+        assert!(
+            request.starts_with("POST /model/acme.unknown-model-v1/converse-stream "),
+            "ConverseStream was called: {requests:?}"
+        );
+    }
+}
+
+/// Answers every request as Bedrock does for credentials it does not know, and keeps the
+/// request lines (`POST /model/ID/invoke-with-response-stream HTTP/1.1`).
+async fn refusing_bedrock() -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let requests = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&requests);
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&requests);
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
-            let counter = Arc::clone(&counter);
+            let log = Arc::clone(&log);
             tokio::spawn(async move {
                 let mut request = Vec::new();
                 let mut buf = [0u8; 4096];
@@ -179,7 +254,9 @@ async fn refusing_bedrock() -> (String, Arc<AtomicUsize>) {
                         break i + 4;
                     }
                 };
-                let head = String::from_utf8_lossy(&request[..head_end]).to_ascii_lowercase();
+                let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
+                let request_line = head.lines().next().unwrap_or_default().to_string();
+                let head = head.to_ascii_lowercase();
                 let length: usize = head
                     .lines()
                     .find_map(|l| l.strip_prefix("content-length:"))
@@ -192,7 +269,7 @@ async fn refusing_bedrock() -> (String, Arc<AtomicUsize>) {
                     }
                     request.extend_from_slice(&buf[..n]);
                 }
-                counter.fetch_add(1, Ordering::SeqCst);
+                log.lock().expect("the request log").push(request_line);
                 let body =
                     r#"{"message":"The security token included in the request is invalid."}"#;
                 let response = format!(
@@ -243,5 +320,8 @@ async fn credentials_that_bedrock_refuses_are_said_plainly() {
         stderr.contains("hint: AWS refused the credentials"),
         "{stderr}"
     );
-    assert!(requests.load(Ordering::SeqCst) >= 1, "Bedrock was called");
+    assert!(
+        !requests.lock().expect("the request log").is_empty(),
+        "Bedrock was called"
+    );
 }

@@ -6,13 +6,17 @@
 mod app;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::{SinkExt, StreamExt};
 use rag::memory::InMemoryHistory;
 use rag::testing::{PlainTemplate, ScriptedGenerator, StaticRetriever};
-use rag::{Chunk, ChunkStream, GenerationParams, Generator, Passage, Pipeline, Prompt, StopReason};
+use rag::{
+    Chunk, ChunkStream, GenerationParams, Generator, HistoryStore, Passage, Pipeline, Prompt,
+    SessionId, StopReason,
+};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -34,9 +38,16 @@ fn passages() -> Vec<Passage> {
 }
 
 fn pipeline(generator: impl Generator + 'static) -> Pipeline {
+    pipeline_with_history(generator, Arc::new(InMemoryHistory::new()))
+}
+
+fn pipeline_with_history(
+    generator: impl Generator + 'static,
+    history: Arc<InMemoryHistory>,
+) -> Pipeline {
     Pipeline::builder()
         .with_retriever(StaticRetriever::new(passages()))
-        .with_history(InMemoryHistory::new())
+        .with_history(history)
         .with_template(PlainTemplate::default())
         .with_generator(generator)
         .build()
@@ -45,16 +56,37 @@ fn pipeline(generator: impl Generator + 'static) -> Pipeline {
 
 /// Serves the example's router on a free loopback port.
 async fn serve(pipeline: Pipeline, token: Option<&str>) -> SocketAddr {
+    serve_stoppable(pipeline, token, false).await.0
+}
+
+/// Serves the example's router on a free loopback port; the test stops it with the returned
+/// [`app::Shutdown`], as `main` does on a signal. With `stop_accepting`, axum stops accepting
+/// when the shutdown begins, as in `main`; without it, upgrades still reach the router.
+async fn serve_stoppable(
+    pipeline: Pipeline,
+    token: Option<&str>,
+    stop_accepting: bool,
+) -> (SocketAddr, app::Shutdown) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local addr");
+    let (shutdown, signal) = app::Shutdown::new();
     let router = app::router(app::AppState {
         pipeline,
         token: token.map(String::from),
+        shutdown: signal,
     });
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    addr
+    let begun = shutdown.begun();
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, router);
+        if stop_accepting {
+            serve.with_graceful_shutdown(begun).await
+        } else {
+            serve.await
+        }
+    });
+    (addr, shutdown)
 }
 
 async fn connect(
@@ -427,4 +459,166 @@ async fn the_page_is_served_at_the_root() {
     for needle in ["new WebSocket", "/ws?", "renderMarkdown", "escapeHtml"] {
         assert!(response.contains(needle), "the page has {needle}");
     }
+}
+
+/// Reads the server's Close frame, checks that it says "going away", and answers it as a
+/// client does (the stream then ends).
+async fn expect_going_away(client: &mut Client) {
+    let message = tokio::time::timeout(FRAME_WAIT, client.next())
+        .await
+        .expect("a Close frame in time")
+        .expect("the connection is open")
+        .expect("a readable message");
+    let Message::Close(Some(close)) = message else {
+        panic!("expected a Close frame, got {message:?}");
+    };
+    assert_eq!(u16::from(close.code), 1001, "{close:?}");
+    assert_eq!(close.reason.as_str(), "the server is shutting down");
+    // Reading on sends the client's Close in reply and sees the stream end.
+    let end = tokio::time::timeout(FRAME_WAIT, client.next())
+        .await
+        .expect("the end in time");
+    assert!(
+        end.as_ref().is_none_or(|r| r.is_err()),
+        "nothing after the Close: {end:?}"
+    );
+}
+
+/// Connects during a shutdown, which fails: with 503 from the router, or at the TCP or HTTP
+/// level from a server that stopped accepting (refused, reset from the listener's backlog, or
+/// closed before the handshake's answer).
+async fn expect_refused_upgrade(addr: SocketAddr) {
+    match connect(addr, "", None).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+        Err(tungstenite::Error::Io(_) | tungstenite::Error::Protocol(_)) => {}
+        other => panic!("an upgrade during shutdown: {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_the_answer_in_progress_finish_and_turns_the_next_question_away() {
+    // 20 tokens, 25 ms apart: the shutdown begins half a second before the answer ends.
+    let generator = ScriptedGenerator::counting(20).with_delay(Duration::from_millis(25));
+    let answer = generator.answer();
+    let probe = generator.probe();
+    let history = Arc::new(InMemoryHistory::new());
+    let pipeline = pipeline_with_history(generator, Arc::clone(&history));
+    let (addr, shutdown) = serve_stoppable(pipeline.clone(), None, true).await;
+    let (mut client, session) = open(addr, "").await;
+
+    ask(&mut client, "Tell me everything.").await;
+    let mut frames = vec![next_frame(&mut client).await, next_frame(&mut client).await];
+    assert_eq!(frames[1]["type"], "token", "{frames:?}");
+
+    shutdown.begin();
+    expect_refused_upgrade(addr).await;
+    ask(&mut client, "And one more thing?").await;
+    let stopping = tokio::spawn({
+        let pipeline = pipeline.clone();
+        async move { shutdown.run(&pipeline, Duration::from_secs(10)).await }
+    });
+
+    // The answer in progress streams to its end, and its turn is saved.
+    frames.extend(answer_frames(&mut client).await);
+    assert_eq!(check_answer(&frames), answer);
+    let done = frames.last().expect("done");
+    assert_eq!(done["saved"], true, "{done}");
+    // The question sent after the signal is turned away in plain words, then the connection
+    // closes.
+    assert_eq!(
+        next_frame(&mut client).await,
+        json!({"type": "error", "message": app::SHUTTING_DOWN, "retryable": true})
+    );
+    expect_going_away(&mut client).await;
+
+    let stopped = tokio::time::timeout(FRAME_WAIT, stopping)
+        .await
+        .expect("the shutdown ends once the answer and the connection have")
+        .expect("the shutdown task");
+    assert!(stopped.completed(), "{}", stopped.summary());
+    assert_eq!(stopped.pipeline.asks_left, 0);
+    assert_eq!(stopped.pipeline.tasks_left, 0);
+    assert_eq!(stopped.connections_left, 0);
+    assert_eq!(
+        stopped.summary(),
+        "stopped: no answer was cut off, and the turn saves and dead letters finished"
+    );
+    assert_eq!(
+        probe.calls(),
+        1,
+        "the second question never reached the model"
+    );
+    let session = SessionId::new(session).expect("a session id");
+    let turns = history.load(&session, 10).await.expect("the history loads");
+    assert_eq!(turns.len(), 1, "{turns:?}");
+    assert_eq!(turns[0].question, "Tell me everything.");
+    assert_eq!(turns[0].answer, answer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_idle_connections_at_once() {
+    let pipeline = pipeline(ScriptedGenerator::new(["ok"]));
+    // axum keeps accepting, so the router's own refusal is seen.
+    let (addr, shutdown) = serve_stoppable(pipeline.clone(), None, false).await;
+    let (mut idle, _) = open(addr, "").await;
+    let (mut asked, _) = open(addr, "").await;
+    ask(&mut asked, "Anything?").await;
+    assert_eq!(check_answer_short(&answer_frames(&mut asked).await), "ok");
+
+    let stopping = tokio::spawn({
+        let pipeline = pipeline.clone();
+        async move { shutdown.run(&pipeline, Duration::from_secs(10)).await }
+    });
+    expect_going_away(&mut idle).await;
+    expect_going_away(&mut asked).await;
+    let stopped = tokio::time::timeout(FRAME_WAIT, stopping)
+        .await
+        .expect("in time")
+        .expect("the shutdown task");
+    assert!(stopped.completed(), "{}", stopped.summary());
+    match connect(addr, "", None).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!("an upgrade after the shutdown: {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_up_on_a_stalled_answer_at_the_grace_deadline() {
+    let generator = ScriptedGenerator::counting(10).stall_at(2);
+    let probe = generator.probe();
+    let pipeline = pipeline(generator);
+    let (addr, shutdown) = serve_stoppable(pipeline.clone(), None, true).await;
+    let (mut client, _) = open(addr, "").await;
+    ask(&mut client, "Tell me everything.").await;
+    let types: Vec<Value> = [
+        next_frame(&mut client).await,
+        next_frame(&mut client).await,
+        next_frame(&mut client).await,
+    ]
+    .iter()
+    .map(|f| f["type"].clone())
+    .collect();
+    assert_eq!(types, ["sources", "token", "token"]);
+
+    let grace = Duration::from_millis(300);
+    let started = tokio::time::Instant::now();
+    let stopped = tokio::time::timeout(FRAME_WAIT, shutdown.run(&pipeline, grace))
+        .await
+        .expect("the shutdown gives up at its deadline");
+    let took = started.elapsed();
+    assert!(took >= grace, "it waited the grace out: {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(!stopped.completed());
+    assert!(!stopped.pipeline.completed, "{:?}", stopped.pipeline);
+    assert_eq!(stopped.pipeline.asks_left, 1, "{:?}", stopped.pipeline);
+    assert_eq!(stopped.connections_left, 1);
+    assert_eq!(
+        stopped.summary(),
+        "stopped: 1 answer still streaming, 1 connection still open at the deadline"
+    );
+    assert_eq!(
+        probe.streams_open(),
+        1,
+        "the stalled answer was not cut off early"
+    );
 }

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 
 use clap::ValueEnum;
 use rag::memory::{ExtractiveGenerator, ExtractiveTemplate, InMemoryHistory, TantivyRetriever};
-use rag::{GenerationParams, Pipeline};
+use rag::model::default_reserve;
+use rag::{GenerationParams, ModelFamily, ModelProfile, Pipeline, Route};
 
 use super::docs;
 
@@ -42,12 +43,19 @@ pub(crate) enum HistoryKind {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct BackendArgs {
     /// A Bedrock model id or inference-profile id; its family (Claude, Llama, Titan,
-    /// Mistral) and prompt format come from the id.
+    /// Mistral, or a chat model behind ConverseStream), prompt format and limits come from
+    /// the model table. An id the table does not list (a custom or imported model) needs
+    /// --context-window, and is called as a chat model through ConverseStream.
     #[arg(long, value_name = "MODEL_ID")]
     pub(crate) model: Option<String>,
-    /// Call ConverseStream instead of the family's native API (any chat model on Bedrock).
+    /// Call ConverseStream instead of the family's native API (any chat model on Bedrock),
+    /// with a chat prompt.
     #[arg(long)]
     pub(crate) converse: bool,
+    /// The model's context window in tokens, for custom or imported models, or to override
+    /// the table's. It must leave room for --max-tokens.
+    #[arg(long, value_name = "N")]
+    pub(crate) context_window: Option<usize>,
     /// Where passages come from.
     #[arg(long, value_enum, default_value_t = RetrieverKind::Local)]
     pub(crate) retriever: RetrieverKind,
@@ -106,6 +114,19 @@ impl From<rag::Error> for Fatal {
     }
 }
 
+/// The Bedrock model the flags name, resolved before anything is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ModelChoice {
+    /// What the generator calls and the budget counts: the table's profile (its window
+    /// replaced by `--context-window`), or a custom chat model's; with `--converse`, on
+    /// ConverseStream with a chat prompt.
+    pub(crate) profile: ModelProfile,
+    /// The longest answer: `--max-tokens`, at most the model's answer limit.
+    pub(crate) max_tokens: u32,
+    /// Whether `--context-window` set the window.
+    pub(crate) window_given: bool,
+}
+
 /// The pipeline and a one-line description of what it is made of.
 pub(crate) struct Built {
     /// The pipeline.
@@ -122,10 +143,16 @@ impl BackendArgs {
             || self.history == HistoryKind::Dynamodb
     }
 
-    /// Checks the flags that go together, before anything is loaded.
-    fn check(&self) -> Result<(), Fatal> {
+    /// Checks the flags that go together, and resolves the model, before anything is loaded
+    /// (so a model the example cannot budget for is refused before any AWS call).
+    fn check(&self) -> Result<Option<ModelChoice>, Fatal> {
         if self.converse && self.model.is_none() {
             return Err(Fatal::config("--converse needs --model"));
+        }
+        if self.context_window.is_some() && self.model.is_none() {
+            return Err(Fatal::config(
+                "--context-window needs --model (the offline generator has no window)",
+            ));
         }
         if self.retriever == RetrieverKind::Kendra && self.kendra_index.is_none() {
             return Err(Fatal::config("--retriever kendra needs --kendra-index ID"));
@@ -144,14 +171,69 @@ impl BackendArgs {
                 "the offline generator answers from passages: use a retriever, or --model",
             ));
         }
-        Ok(())
+        self.model_choice()
+    }
+
+    /// The profile of `--model` as `--context-window` and `--converse` adjust it, and the
+    /// answer limit; `None` without `--model`.
+    fn model_choice(&self) -> Result<Option<ModelChoice>, Fatal> {
+        let Some(model) = &self.model else {
+            return Ok(None);
+        };
+        let mut profile = match (ModelProfile::for_model_id(model), self.context_window) {
+            (Ok(profile), None) => profile,
+            // The profile is non-exhaustive: change the copy the table gave.
+            (Ok(mut profile), Some(window)) => {
+                profile.context_window = window;
+                profile
+            }
+            // A custom or imported model: ConverseStream takes one chat request for all of
+            // them, so only the window and the answer limit are needed.
+            (Err(_), Some(window)) => {
+                ModelProfile::custom(ModelFamily::Chat, window, self.max_tokens as usize)
+            }
+            (Err(error), None) => {
+                let message = match error {
+                    rag::Error::Config { message, .. } => message,
+                    other => other.to_string(),
+                };
+                return Err(Fatal::config(format!(
+                    "{message}\nhint: for a custom or imported model, pass --context-window N \
+                     (the model's context window in tokens); it is then called as a chat model \
+                     through ConverseStream"
+                )));
+            }
+        };
+        if self.converse {
+            profile = on_converse(profile);
+        }
+        let max_tokens = self
+            .max_tokens
+            .min(u32::try_from(profile.max_output_tokens).unwrap_or(u32::MAX));
+        if let Some(window) = self.context_window {
+            // The pipeline's own rule (a prompt budget of window - answer - reserve), said in
+            // flags before anything loads.
+            let reserve = default_reserve(window);
+            if window <= max_tokens as usize + reserve {
+                return Err(Fatal::config(format!(
+                    "--context-window {window} leaves no room for a prompt: it must be more \
+                     than --max-tokens {max_tokens} plus a reserve of {reserve} tokens (1% of \
+                     the window, at least 16)"
+                )));
+            }
+        }
+        Ok(Some(ModelChoice {
+            profile,
+            max_tokens,
+            window_given: self.context_window.is_some(),
+        }))
     }
 
     /// Builds the pipeline these flags describe. With AWS pieces, it first checks that a
     /// region is set and that credentials can be found, so a missing account is reported
     /// before the first question.
     pub(crate) async fn build(&self) -> Result<Built, Fatal> {
-        self.check()?;
+        let choice = self.check()?;
         let mut parts = Vec::new();
         let aws = if self.uses_aws() {
             Some(aws::Aws::load(self.region.as_deref()).await?)
@@ -196,14 +278,14 @@ impl BackendArgs {
                 builder
             }
         };
-        let params = GenerationParams::default().with_max_tokens(self.max_tokens);
-        builder = match (&self.model, &aws) {
-            (Some(model), Some(aws)) => {
-                let (builder, what) = aws.generator(self, model, builder, params)?;
+        builder = match (&self.model, choice, &aws) {
+            (Some(model), Some(choice), Some(aws)) => {
+                let (builder, what) = aws.generator(model, choice, builder)?;
                 parts.push(what);
                 builder
             }
             _ => {
+                let params = GenerationParams::default().with_max_tokens(self.max_tokens);
                 parts.push("extractive generator (offline)".into());
                 builder
                     .with_template(ExtractiveTemplate::new())
@@ -216,6 +298,17 @@ impl BackendArgs {
             description: parts.join(", "),
         })
     }
+}
+
+/// The profile called through ConverseStream (`--converse`): a text family's prompt becomes a
+/// chat prompt, framed as chat models are; Claude's Messages prompt already is one.
+fn on_converse(mut profile: ModelProfile) -> ModelProfile {
+    profile.route = Route::Converse;
+    if profile.family.is_text() {
+        profile.family = ModelFamily::Chat;
+        profile.framing = ModelFamily::Chat.default_framing();
+    }
+    profile
 }
 
 /// A plain explanation of an error (its message and causes), with a hint at what usually
@@ -292,10 +385,9 @@ mod aws {
     use rag::bedrock::{BedrockGenerator, KnowledgeBaseRetriever};
     use rag::dynamodb::DynamoDbHistory;
     use rag::kendra::KendraRetriever;
-    use rag::prompt::{template_for, ClaudeMessagesTemplate};
-    use rag::{GenerationParams, ModelProfile, PipelineBuilder};
+    use rag::{template_for_profile, GenerationParams, PipelineBuilder};
 
-    use super::{BackendArgs, Fatal, RetrieverKind};
+    use super::{BackendArgs, Fatal, ModelChoice, RetrieverKind};
 
     /// The AWS configuration, checked.
     pub(super) struct Aws {
@@ -393,44 +485,39 @@ mod aws {
             ))
         }
 
+        /// The Bedrock generator of `choice`, with the pipeline's template, limits and
+        /// default answer length from its profile.
         pub(super) fn generator(
             &self,
-            args: &BackendArgs,
             model: &str,
+            choice: ModelChoice,
             builder: PipelineBuilder,
-            params: GenerationParams,
         ) -> Result<(PipelineBuilder, String), Fatal> {
-            let profile = ModelProfile::for_model_id(model).ok();
-            let generator = if args.converse {
-                BedrockGenerator::converse(model)
-            } else {
-                BedrockGenerator::builder(model)
-            }
-            .with_sdk_config(&self.config)
-            .build()?;
-            let params = match profile {
-                Some(p) if params.max_tokens as usize > p.max_output_tokens => {
-                    params.with_max_tokens(p.max_output_tokens as u32)
-                }
-                _ => params,
+            let ModelChoice {
+                profile,
+                max_tokens,
+                window_given,
+            } = choice;
+            // The profile decides the API: the table's route, ConverseStream for custom
+            // models and with --converse.
+            let generator = BedrockGenerator::builder(model)
+                .with_profile(profile)
+                .with_sdk_config(&self.config)
+                .build()?;
+            let window = format!("context window {} tokens", profile.context_window);
+            let how = match (generator.is_converse(), window_given) {
+                (true, false) => "through ConverseStream".to_string(),
+                (true, true) => format!("through ConverseStream ({window})"),
+                (false, false) => format!("({} format)", profile.family),
+                (false, true) => format!("({} format, {window})", profile.family),
             };
-            let region = self.region();
-            let (mut builder, what) = match generator.family() {
-                // ConverseStream takes a chat prompt for every model.
-                None => (
-                    builder.with_template(ClaudeMessagesTemplate::new()),
-                    format!("Bedrock {model} through ConverseStream in {region}"),
-                ),
-                Some(family) => (
-                    builder.with_template(template_for(family)),
-                    format!("Bedrock {model} ({family} format) in {region}"),
-                ),
-            };
-            if let Some(profile) = profile {
-                // The model's context window and answer limit; the template is chosen above.
-                builder = builder.with_model_profile(profile);
-            }
-            Ok((builder.with_generator(generator).with_params(params), what))
+            let what = format!("Bedrock {model} {how} in {}", self.region());
+            let builder = builder
+                .with_model_profile(profile)
+                .with_template(template_for_profile(&profile))
+                .with_generator(generator)
+                .with_params(GenerationParams::default().with_max_tokens(max_tokens));
+            Ok((builder, what))
         }
     }
 
@@ -496,9 +583,9 @@ mod aws {
 mod aws {
     //! Built without the AWS features: every AWS flag is refused with the way to enable them.
 
-    use rag::{GenerationParams, PipelineBuilder};
+    use rag::PipelineBuilder;
 
-    use super::{BackendArgs, Fatal};
+    use super::{BackendArgs, Fatal, ModelChoice};
 
     const MISSING: &str = "this example was built without the AWS features; build it with \
                            `--features full` to use Bedrock, Kendra, knowledge bases or DynamoDB";
@@ -528,10 +615,9 @@ mod aws {
 
         pub(super) fn generator(
             &self,
-            _args: &BackendArgs,
             _model: &str,
+            _choice: ModelChoice,
             _builder: PipelineBuilder,
-            _params: GenerationParams,
         ) -> Result<(PipelineBuilder, String), Fatal> {
             Err(Fatal::config(MISSING))
         }
@@ -550,7 +636,11 @@ mod tests {
         backend: BackendArgs,
     }
 
-    fn check(argv: &[&str]) -> Result<(), String> {
+    const HAIKU: &str = "anthropic.claude-3-haiku-20240307-v1:0";
+    const LLAMA3: &str = "us.meta.llama3-3-70b-instruct-v1:0";
+
+    /// The model `argv` resolves to; a refusal's message (always a configuration error).
+    fn choice(argv: &[&str]) -> Result<Option<ModelChoice>, String> {
         let cli = Cli::try_parse_from(std::iter::once("test").chain(argv.iter().copied()))
             .map_err(|e| e.to_string())?;
         cli.backend.check().map_err(|f| {
@@ -559,12 +649,28 @@ mod tests {
         })
     }
 
+    fn check(argv: &[&str]) -> Result<(), String> {
+        choice(argv).map(|_| ())
+    }
+
+    /// The profile `argv` resolves to, which must be accepted.
+    fn profile(argv: &[&str]) -> ModelProfile {
+        choice(argv)
+            .unwrap_or_else(|e| panic!("{argv:?} refused: {e}"))
+            .expect("a model")
+            .profile
+    }
+
     #[test]
     fn flags_that_go_together_are_checked_before_anything_loads() {
         assert_eq!(check(&[]), Ok(()));
-        assert_eq!(check(&["--model", "m", "--retriever", "none"]), Ok(()));
+        assert_eq!(check(&["--model", HAIKU, "--retriever", "none"]), Ok(()));
         for (argv, expected) in [
             (&["--converse"][..], "--converse needs --model"),
+            (
+                &["--context-window", "8000"],
+                "--context-window needs --model",
+            ),
             (
                 &["--retriever", "kendra"],
                 "--retriever kendra needs --kendra-index ID",
@@ -596,6 +702,129 @@ mod tests {
             let message = check(argv).expect_err("refused");
             assert!(message.starts_with(expected), "{argv:?}: {message}");
         }
+    }
+
+    #[test]
+    fn an_unknown_model_needs_its_context_window() {
+        let message = check(&["--model", "acme.unknown-model-v1"]).expect_err("refused");
+        assert!(
+            message.starts_with("unknown Bedrock model id `acme.unknown-model-v1`"),
+            "the library's message first: {message}"
+        );
+        assert!(message.contains("pass --context-window N"), "{message}");
+        // --converse does not make the window known.
+        let message =
+            check(&["--model", "acme.unknown-model-v1", "--converse"]).expect_err("refused");
+        assert!(message.contains("pass --context-window N"), "{message}");
+    }
+
+    #[test]
+    fn an_unknown_model_with_a_window_is_a_chat_model_on_converse() {
+        let choice = choice(&[
+            "--model",
+            "acme.unknown-model-v1",
+            "--context-window",
+            "32000",
+            "--max-tokens",
+            "2000",
+        ])
+        .expect("accepted")
+        .expect("a model");
+        assert_eq!(
+            choice.profile,
+            ModelProfile::custom(ModelFamily::Chat, 32_000, 2_000)
+        );
+        assert_eq!(choice.profile.route, Route::Converse);
+        assert_eq!(choice.max_tokens, 2_000);
+        assert!(choice.window_given);
+    }
+
+    #[test]
+    fn a_window_overrides_only_the_window_of_a_known_model() {
+        let table = ModelProfile::for_model_id(LLAMA3).expect("listed");
+        let given = profile(&["--model", LLAMA3, "--context-window", "64000"]);
+        assert_eq!(given.context_window, 64_000);
+        let mut expected = table;
+        expected.context_window = 64_000;
+        assert_eq!(given, expected, "everything else is the table's");
+        assert_eq!(profile(&["--model", LLAMA3]), table);
+        let without = choice(&["--model", LLAMA3]).expect("ok").expect("a model");
+        assert!(!without.window_given);
+    }
+
+    #[test]
+    fn the_window_must_leave_room_for_the_answer() {
+        // 1% of the window, at least 16, is kept back: 1,024 + 16 = 1,040 leaves no prompt.
+        let refused = check(&[
+            "--model",
+            HAIKU,
+            "--context-window",
+            "1040",
+            "--max-tokens",
+            "1024",
+        ])
+        .expect_err("refused");
+        assert!(
+            refused.starts_with("--context-window 1040 leaves no room for a prompt"),
+            "{refused}"
+        );
+        assert!(refused.contains("--max-tokens 1024"), "{refused}");
+        for window in ["0", "500"] {
+            let argv = ["--model", "acme.custom", "--context-window", window];
+            assert!(check(&argv).is_err(), "{argv:?}");
+        }
+        assert_eq!(
+            check(&[
+                "--model",
+                HAIKU,
+                "--context-window",
+                "1041",
+                "--max-tokens",
+                "1024"
+            ]),
+            Ok(())
+        );
+        // The answer is first clamped to the model's limit (Claude 3 Haiku: 4,096), and the
+        // room is checked for that.
+        let clamped = choice(&[
+            "--model",
+            HAIKU,
+            "--context-window",
+            "5000",
+            "--max-tokens",
+            "100000",
+        ])
+        .expect("accepted")
+        .expect("a model");
+        assert_eq!(clamped.max_tokens, 4_096);
+        assert!(check(&[
+            "--model",
+            HAIKU,
+            "--context-window",
+            "4000",
+            "--max-tokens",
+            "100000"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn converse_gives_text_families_a_chat_prompt_and_keeps_claude() {
+        let table = ModelProfile::for_model_id(LLAMA3).expect("listed");
+        let llama = profile(&["--model", LLAMA3, "--converse"]);
+        assert_eq!(llama.family, ModelFamily::Chat);
+        assert_eq!(llama.route, Route::Converse);
+        assert_eq!(llama.framing, ModelFamily::Chat.default_framing());
+        assert_eq!(llama.tokens, table.tokens, "its tokens are still Llama's");
+        assert_eq!(llama.context_window, table.context_window);
+
+        let claude_table = ModelProfile::for_model_id(HAIKU).expect("listed");
+        let claude = profile(&["--model", HAIKU, "--converse"]);
+        assert_eq!(claude.family, ModelFamily::Claude);
+        assert_eq!(claude.route, Route::Converse);
+        assert_eq!(claude.framing, claude_table.framing);
+        // Without --converse the table's route stands.
+        assert_eq!(profile(&["--model", HAIKU]).route, Route::Native);
     }
 
     #[test]

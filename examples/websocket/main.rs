@@ -12,9 +12,16 @@
 //! to `ws://127.0.0.1:8080/ws` and send `{"data":{"message":"..."},"timestamp":0}`. The
 //! protocol is described in `app.rs`. The first line on standard output is
 //! `listening on http://ADDR`, so a script can start it on port 0 and read the port.
+//!
+//! On Ctrl-C or SIGTERM it stops taking connections, lets the answers being streamed finish
+//! (up to `--shutdown-grace` seconds), tells clients that ask meanwhile to ask again, closes
+//! the connections with 1001 "going away", waits for the last turns to be saved, and says on
+//! standard error what, if anything, was left unfinished (exit code 1 when something was).
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -35,6 +42,10 @@ struct Args {
     /// `?access_token=TOKEN` from a browser).
     #[arg(long, env = "RAG_WS_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// On Ctrl-C or SIGTERM, how long the answers being streamed, and the turn saves after
+    /// them, may take before the server exits anyway.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    shutdown_grace: u64,
     #[command(flatten)]
     backend: backend::BackendArgs,
 }
@@ -67,22 +78,77 @@ async fn main() -> ExitCode {
         eprintln!("warning: no --token: anyone who reaches {addr} can use the service");
     }
     let pipeline = built.pipeline.clone();
+    let (shutdown, signal) = app::Shutdown::new();
     let router = app::router(app::AppState {
         pipeline: built.pipeline,
         token: args.token,
+        shutdown: signal,
     });
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await;
-    // Let the last turns reach the history before the process ends.
-    pipeline.flush().await;
-    match served {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: the server stopped: {e}");
-            ExitCode::FAILURE
+    // axum stops accepting as soon as the shutdown begins; the WebSocket connections it has
+    // handed off are the shutdown's to finish.
+    let mut server = tokio::spawn(
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.begun())
+            .into_future(),
+    );
+    let failed = tokio::select! {
+        () = stop_requested() => None,
+        // The server ended by itself; the connections it handed off may still be answering.
+        served = &mut server => Some(match served {
+            Ok(Ok(())) => "the server stopped".to_string(),
+            Ok(Err(e)) => format!("the server stopped: {e}"),
+            Err(e) => format!("the server task ended: {e}"),
+        }),
+    };
+    if let Some(message) = &failed {
+        eprintln!("error: {message}");
+    }
+    let grace = Duration::from_secs(args.shutdown_grace);
+    eprintln!(
+        "shutting down: finishing the answers in progress (at most {} s)",
+        args.shutdown_grace
+    );
+    let started = tokio::time::Instant::now();
+    let stopped = shutdown.run(&pipeline, grace).await;
+    eprintln!("{}", stopped.summary());
+    if failed.is_some() {
+        return ExitCode::FAILURE;
+    }
+    // Plain HTTP requests (the page) still being served get what is left of the grace; the
+    // process ends after that whatever they do.
+    let left = grace.saturating_sub(started.elapsed());
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(left, server).await {
+        eprintln!("error: the server stopped: {e}");
+        return ExitCode::FAILURE;
+    }
+    if stopped.completed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Resolves on Ctrl-C, or on SIGTERM (what service managers and container runtimes send).
+async fn stop_requested() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // Without a handler there is no Ctrl-C to wait for.
+            std::future::pending::<()>().await;
         }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
     }
 }
