@@ -131,7 +131,11 @@ async fn dead_letters_of_a_stuck_sink_are_bounded_and_the_shed_ones_counted() {
     let stats = pipeline.dead_letter_stats();
     assert_eq!(stats.queued, 4, "{stats:?}");
     assert_eq!(stats.shed, 16, "{stats:?}");
-    assert_eq!(pipeline.background_tasks(), 4, "no more tasks than the queue holds");
+    assert_eq!(
+        pipeline.background_tasks(),
+        4,
+        "no more tasks than the queue holds"
+    );
     sink.release.add_permits(100);
     pipeline.flush().await;
     let stats = pipeline.dead_letter_stats();
@@ -264,7 +268,10 @@ async fn a_panic_in_any_piece_is_a_typed_error_event_and_a_dead_letter() {
     let events = events(pipeline.ask(ask("s", "q"))).await;
     assert!(events.iter().any(|e| matches!(
         e,
-        Event::Warning(Warning::TurnNotSaved(Error::Panicked { stage: Stage::Save, .. }))
+        Event::Warning(Warning::TurnNotSaved(Error::Panicked {
+            stage: Stage::Save,
+            ..
+        }))
     )));
     assert!(!done(&events).saved);
     pipeline.flush().await;

@@ -26,8 +26,8 @@ use std::sync::OnceLock;
 use proptest::prelude::*;
 use rag::tokens::{SentencePieceCounter, TokenCounter};
 use rag::{
-    template_for_profile, ModelFamily, ModelProfile, Passage, Prompt, PromptInput,
-    TokenBudget, Turn,
+    template_for_profile, ModelFamily, ModelProfile, Passage, Prompt, PromptInput, TokenBudget,
+    Turn,
 };
 
 const CORPUS: &str = concat!(
@@ -219,9 +219,32 @@ proptest! {
 /// Random text of the kinds that tokenizers treat differently.
 fn text() -> impl Strategy<Value = String> {
     let pieces = prop::sample::select(vec![
-        " ", "  ", "\n", "\n\n", "\t", "\r\n", "a", "Lambda", " function", "'s", "123", "4567",
-        ".", ",", "()", "é", "ß", "世界", "🚀", "\u{2581}", "<s>", "[INST]", "<|eot_id|>",
-        "\u{00A0}", "x", "URL: https://example.com/a?b=c",
+        " ",
+        "  ",
+        "\n",
+        "\n\n",
+        "\t",
+        "\r\n",
+        "a",
+        "Lambda",
+        " function",
+        "'s",
+        "123",
+        "4567",
+        ".",
+        ",",
+        "()",
+        "é",
+        "ß",
+        "世界",
+        "🚀",
+        "\u{2581}",
+        "<s>",
+        "[INST]",
+        "<|eot_id|>",
+        "\u{00A0}",
+        "x",
+        "URL: https://example.com/a?b=c",
     ]);
     prop::collection::vec(pieces, 0..24).prop_map(|p| p.concat())
 }
@@ -260,9 +283,19 @@ fn the_sentencepiece_counter_is_exact_on_the_corpus() {
         .filter(|(t, want)| counter.count(t) != **want)
         .map(|(t, _)| t)
         .collect();
-    assert!(wrong.is_empty(), "{} of {} differ: {:?}", wrong.len(), texts.len(), wrong.first());
+    assert!(
+        wrong.is_empty(),
+        "{} of {} differ: {:?}",
+        wrong.len(),
+        texts.len(),
+        wrong.first()
+    );
     // A part's count is what it adds after a line feed (a clean split).
-    let sample: Vec<String> = texts.iter().take(200).map(|t| format!("x\n{}", t.trim())).collect();
+    let sample: Vec<String> = texts
+        .iter()
+        .take(200)
+        .map(|t| format!("x\n{}", t.trim()))
+        .collect();
     let joined = reference::counts("mistral-v1", &sample);
     let x = reference::count("mistral-v1", "x\n");
     for (text, n) in texts.iter().take(200).zip(joined) {

@@ -38,15 +38,26 @@ pub(crate) fn converse_request(
             )),
             Prompt::Chat { .. } => chat_prompt("converse", prompt)?,
         };
+    // A model that takes no system prompt in Converse (Titan; Mistral 7B and Mixtral) gets
+    // the system text at the top of the first user message instead.
+    let (system, folded) = match system.filter(|s| !s.is_empty()) {
+        Some(system) if !takes_system_prompt(model_id) => (None, Some(system)),
+        other => (other, None),
+    };
     let messages = messages
         .iter()
-        .map(|m| {
+        .enumerate()
+        .map(|(i, m)| {
+            let content = match folded {
+                Some(system) if i == 0 => format!("{system}\n\n{}", m.content),
+                _ => m.content.clone(),
+            };
             SdkMessage::builder()
                 .role(match m.role {
                     Role::User => ConversationRole::User,
                     Role::Assistant => ConversationRole::Assistant,
                 })
-                .content(ContentBlock::Text(m.content.clone()))
+                .content(ContentBlock::Text(content))
                 .build()
                 .map_err(|e| Error::invalid_input("prompt", e.to_string()))
         })
@@ -79,6 +90,17 @@ pub(crate) fn converse_request(
         inference,
         additional_fields: fields,
     })
+}
+
+/// Whether `model_id` takes a system prompt through Converse: Bedrock's table of Converse
+/// features says no for Amazon Titan, and (as copied from it elsewhere) for Mistral 7B
+/// Instruct and Mixtral 8x7B; the model table's profile says so too.
+fn takes_system_prompt(model_id: &str) -> bool {
+    let base = rag_core::model::base_model_id(model_id);
+    let listed = rag_core::ModelProfile::for_model_id(model_id)
+        .map(|p| p.system_prompt)
+        .unwrap_or(true);
+    listed && !base.starts_with("mistral.mistral-7b") && !base.starts_with("mistral.mixtral-8x7b")
 }
 
 /// Converse has no top-k setting; the models that take one name it in
@@ -182,6 +204,23 @@ mod tests {
         assert_eq!(req.messages.len(), 1);
         let req = converse_request("ai21.jamba-1-5-mini-v1:0", &hi, &params, None).unwrap();
         assert_eq!(req.additional_fields, None);
+    }
+
+    #[test]
+    fn models_without_a_system_prompt_get_it_in_the_first_message() {
+        let prompt = Prompt::Chat {
+            system: Some("Be brief.".into()),
+            messages: vec![rag_core::Message::user("hi")],
+        };
+        let params = GenerationParams::default();
+        let req = converse_request("amazon.titan-text-express-v1", &prompt, &params, None).unwrap();
+        assert!(req.system.is_none());
+        let ContentBlock::Text(text) = &req.messages[0].content[0] else {
+            panic!("a text block")
+        };
+        assert_eq!(text, "Be brief.\n\nhi");
+        let req = converse_request("amazon.nova-lite-v1:0", &prompt, &params, None).unwrap();
+        assert_eq!(req.system.map(|s| s.len()), Some(1));
     }
 
     #[test]

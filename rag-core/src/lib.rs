@@ -21,8 +21,8 @@ pub use generator::{ChunkStream, Generator, PromptCounter};
 pub use history::HistoryStore;
 pub use model::{Framing, ModelFamily, ModelProfile, Route, SamplingRule};
 pub use pipeline::{
-    AnswerStream, Ask, DeadLetter, DeadLetterSink, Event, Failure, Pipeline, PipelineBuilder,
-    RetryPolicy, Summary, Warning,
+    AnswerStream, Ask, DeadLetter, DeadLetterLimits, DeadLetterSink, DeadLetterStats, Event,
+    Failure, Pipeline, PipelineBuilder, RetryPolicy, ShutdownReport, Summary, Warning,
 };
 pub use prompt::{
     template_for, template_for_profile, ChatTemplate, ClaudeMessagesTemplate, ClaudeTextTemplate,

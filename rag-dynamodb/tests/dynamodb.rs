@@ -707,12 +707,18 @@ async fn an_append_is_sent_once_by_the_sdk_and_retried_by_the_pipeline() {
     let events: Vec<rag_core::Event> =
         futures::StreamExt::collect(pipeline.ask(Ask::new(session("once"), "q"))).await;
     assert!(
-        events.iter().any(|e| matches!(e, rag_core::Event::Warning(rag_core::Warning::TurnNotSaved(_)))),
+        events.iter().any(|e| matches!(
+            e,
+            rag_core::Event::Warning(rag_core::Warning::TurnNotSaved(_))
+        )),
         "{events:?}"
     );
     pipeline.flush().await;
     // The load (the newest turn, for the order) is throttled too: three Query attempts by the
     // SDK, which owns the retries of reads; then three PutItems by the pipeline's save policy,
     // one SDK attempt each: 3 + 3, not 3 + 3 x 3.
-    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst) - before, 6);
+    assert_eq!(
+        answered.load(std::sync::atomic::Ordering::SeqCst) - before,
+        6
+    );
 }

@@ -257,10 +257,13 @@ fn invalid(message: impl Into<String>) -> Error {
 /// Translates a backend-independent filter to Kendra's form.
 ///
 /// `Equals` and `In` take their Kendra value type from the JSON type: a string is a
-/// `StringValue`, an integer a `LongValue`, an array of strings a `StringListValue`. `In` with
-/// strings is `ContainsAny` (Kendra's "any of" test, made for string-list attributes); `In`
-/// with integers is an `OrAllFilters` of `EqualsTo`. Other JSON types cannot be expressed and
-/// are rejected rather than ignored, since filters often carry access rules.
+/// `StringValue`, an integer a `LongValue`, an array of strings a `StringListValue`. `In` (the
+/// attribute equals one of the values) is an `OrAllFilters` of `EqualsTo`, for strings and
+/// integers alike: Kendra's `ContainsAny` tests string-list attributes only and matches
+/// nothing on a string attribute (for a string list, use `AttributeFilter::contains_any`). An
+/// `OrAllFilters` inside an `Or` is merged into it, so `In` costs no nesting level there.
+/// Other JSON types cannot be expressed and are rejected rather than ignored, since filters
+/// often carry access rules.
 pub(crate) fn translate(filter: &Filter) -> Result<SdkFilter> {
     let translated = match filter {
         Filter::Equals { key, value } => {
@@ -274,40 +277,57 @@ pub(crate) fn translate(filter: &Filter) -> Result<SdkFilter> {
             if values.is_empty() {
                 return Err(invalid(format!("`In` on `{key}` has no values")));
             }
-            if values.iter().all(Value::is_string) {
-                let list = values
-                    .iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect();
-                SdkFilter::builder()
-                    .contains_any(attribute(key, &AttributeValue::StringList(list)))
-                    .build()
-            } else if values.iter().all(|v| v.as_i64().is_some()) {
-                let list = values
-                    .iter()
-                    .map(|v| {
-                        let value = AttributeValue::Long(v.as_i64().unwrap_or_default());
-                        SdkFilter::builder()
-                            .equals_to(attribute(key, &value))
-                            .build()
-                    })
-                    .collect();
-                SdkFilter::builder().set_or_all_filters(Some(list)).build()
-            } else {
+            let value = |v: &Value| match (v.as_str(), v.as_i64()) {
+                (Some(s), _) => Some(AttributeValue::String(s.to_owned())),
+                (None, Some(n)) => Some(AttributeValue::Long(n)),
+                _ => None,
+            };
+            let strings = values.iter().all(Value::is_string);
+            let integers = values.iter().all(|v| v.as_i64().is_some());
+            if !(strings || integers) {
                 return Err(invalid(format!(
                     "`In` on `{key}` needs all strings or all integers"
                 )));
+            }
+            let mut list: Vec<SdkFilter> = values
+                .iter()
+                .filter_map(value)
+                .map(|v| SdkFilter::builder().equals_to(attribute(key, &v)).build())
+                .collect();
+            if list.len() == 1 {
+                list.remove(0)
+            } else {
+                SdkFilter::builder().set_or_all_filters(Some(list)).build()
             }
         }
         Filter::And(list) | Filter::Or(list) => {
             if list.is_empty() {
                 return Err(invalid("`And`/`Or` with no filters"));
             }
-            let list = list.iter().map(translate).collect::<Result<Vec<_>>>()?;
-            if matches!(filter, Filter::And(_)) {
-                SdkFilter::builder().set_and_all_filters(Some(list)).build()
+            let and = matches!(filter, Filter::And(_));
+            let mut merged = Vec::with_capacity(list.len());
+            for part in list.iter().map(translate) {
+                // A list of the same kind inside a list adds nothing but a nesting level.
+                let part = part?;
+                let same = if and {
+                    is_pure_and(&part)
+                } else {
+                    is_pure_or(&part)
+                };
+                match (same, and) {
+                    (true, true) => merged.extend(part.and_all_filters.unwrap_or_default()),
+                    (true, false) => merged.extend(part.or_all_filters.unwrap_or_default()),
+                    _ => merged.push(part),
+                }
+            }
+            if and {
+                SdkFilter::builder()
+                    .set_and_all_filters(Some(merged))
+                    .build()
             } else {
-                SdkFilter::builder().set_or_all_filters(Some(list)).build()
+                SdkFilter::builder()
+                    .set_or_all_filters(Some(merged))
+                    .build()
             }
         }
         Filter::Not(inner) => SdkFilter::builder().not_filter(translate(inner)?).build(),
@@ -367,6 +387,10 @@ pub(crate) fn combine(parts: Vec<SdkFilter>) -> Option<SdkFilter> {
 
 fn is_pure_and(f: &SdkFilter) -> bool {
     f.and_all_filters.is_some() && conditions(f) == 1
+}
+
+fn is_pure_or(f: &SdkFilter) -> bool {
+    f.or_all_filters.is_some() && conditions(f) == 1
 }
 
 fn conditions(f: &SdkFilter) -> usize {
@@ -668,9 +692,34 @@ mod tests {
                 {"EqualsTo": {"Key": "_category", "Value": {"StringValue": "faq"}}},
                 {"EqualsTo": {"Key": "year", "Value": {"LongValue": 2024}}},
                 {"EqualsTo": {"Key": "tags", "Value": {"StringListValue": ["a", "b"]}}},
-                {"ContainsAny": {"Key": "team", "Value": {"StringListValue": ["x", "y"]}}}
+                {"OrAllFilters": [
+                    {"EqualsTo": {"Key": "team", "Value": {"StringValue": "x"}}},
+                    {"EqualsTo": {"Key": "team", "Value": {"StringValue": "y"}}}
+                ]}
             ]})
         );
+        // One value is one test; inside an `Or`, the values join its list.
+        let one = translate(&Filter::In {
+            key: "team".into(),
+            values: vec![json!("x")],
+        })
+        .unwrap();
+        assert_eq!(
+            filter_to_json(&one),
+            json!({"EqualsTo": {"Key": "team", "Value": {"StringValue": "x"}}})
+        );
+        let or = translate(&Filter::Or(vec![
+            Filter::Equals {
+                key: "owner".into(),
+                value: json!("me"),
+            },
+            Filter::In {
+                key: "team".into(),
+                values: vec![json!("x"), json!("y")],
+            },
+        ]))
+        .unwrap();
+        assert_eq!(or.or_all_filters.as_ref().map(Vec::len), Some(3));
         let ints = translate(&Filter::In {
             key: "n".into(),
             values: vec![json!(1), json!(2)],

@@ -43,8 +43,8 @@ async fn retrieve_request_carries_index_query_page_filter_and_user() {
             value: json!("infra"),
         },
         Filter::In {
-            key: "tags".into(),
-            values: vec![json!("a"), json!("b")],
+            key: "team".into(),
+            values: vec![json!("platform"), json!("security")],
         },
     ]));
     let passages = retriever.retrieve(&req).await.unwrap();
@@ -65,9 +65,13 @@ async fn retrieve_request_carries_index_query_page_filter_and_user() {
         json!({"AndAllFilters": [
             {"EqualsTo": {"Key": "_category", "Value": {"StringValue": "guide"}}},
             {"EqualsTo": {"Key": "_language_code", "Value": {"StringValue": "en"}}},
+            // `In` on a string attribute: an `OrAllFilters` of `EqualsTo` (Kendra's
+            // `ContainsAny` tests string lists only, and would match nothing here), merged into
+            // the request's `Or`, so the filter stays within Kendra's two levels.
             {"OrAllFilters": [
                 {"EqualsTo": {"Key": "team", "Value": {"StringValue": "infra"}}},
-                {"ContainsAny": {"Key": "tags", "Value": {"StringListValue": ["a", "b"]}}}
+                {"EqualsTo": {"Key": "team", "Value": {"StringValue": "platform"}}},
+                {"EqualsTo": {"Key": "team", "Value": {"StringValue": "security"}}}
             ]}
         ]})
     );

@@ -104,9 +104,11 @@ pub(crate) fn request_body(
             top_p: params.top_p.map(F32),
             top_k: params.top_k,
         }),
-        other => return Err(Error::config(format!(
+        other => {
+            return Err(Error::config(format!(
             "model family {other} has no native request body here; use BedrockGenerator::converse"
-        ))),
+        )))
+        }
     };
     bytes.map_err(|e| {
         Error::generation(format!("the request body could not be written: {e}"), false)

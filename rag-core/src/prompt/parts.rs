@@ -550,6 +550,7 @@ fn uses_variable(template: &Template, variable: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)] // lists of one span
 mod tests {
     use super::*;
 

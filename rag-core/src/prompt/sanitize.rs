@@ -258,7 +258,8 @@ pub fn neutralize_spans<'t>(
 /// `Human:` / `Assistant:` at a line start for Claude text; `User:` / `Bot:` at a line start
 /// for Titan; `<document` and `</document` for every family; all in any letter case.
 pub fn neutralize(family: ModelFamily, text: &str) -> Cow<'_, str> {
-    neutralize_spans(family, text, &[0..text.len()], true)
+    let whole = 0..text.len();
+    neutralize_spans(family, text, std::slice::from_ref(&whole), true)
 }
 
 /// The first role marker or special token of `family` in a template's own text, with its

@@ -1,11 +1,18 @@
-//! Token counting: the [`TokenCounter`] trait and its cl100k default, [`Cl100kCounter`].
+//! Token counting: the [`TokenCounter`] trait, the counters of the model families, and the
+//! [`TokenScheme`] a model's profile names.
 //!
-//! Bedrock does not publish the tokenizers of its models, so the budget is kept with OpenAI's
-//! cl100k BPE (close to the Claude, Llama 3 and Titan counts for English text) plus a reserve
-//! in [`crate::TokenBudget`] for the difference. Counting is the costly part of prompt
-//! assembly, so the packer counts only what it must: a cl100k token is at least one byte, so a
-//! text whose UTF-8 length already fits in the room left needs no count at all
-//! ([`fits_by_length`]).
+//! | family | counter | how far from the model's own count |
+//! |---|---|---|
+//! | Llama 3.x | [`Cl100kCounter`] | an upper bound, proven: Llama 3's vocabulary holds cl100k's with the same ranks and the same pre-tokenizer |
+//! | Mistral 7B, Mixtral, Mistral Large/Small 2402, Large 2407 | [`SentencePieceCounter`] (Mistral's v1 model, shipped) | exact on text; `<s>`/`</s>` counted as text, above the model's one token |
+//! | Llama 2 | Mistral v1 x 1.2 ([`ScaledCounter`]) | a bound measured against Llama 2's tokenizer |
+//! | Claude 3+, Claude 2, Titan, other chat models | cl100k x a factor | a documented bound; the tokenizers are not public |
+//!
+//! `docs/token-budget.md` has the measurements behind each factor. Counting is the costly part
+//! of prompt assembly, so the packer counts only what it must: a text whose length already
+//! settles it needs no count ([`TokenCounter::max_count_for_len`], [`fits_by_length`]); the
+//! parts of a prompt are counted one by one and, for counters that split exactly, add up to
+//! the exact count ([`is_clean_split`]), so a passage's count can be cached and reused.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -27,9 +34,10 @@ pub use splits::{is_clean_joint, is_clean_split};
 
 /// Counts the tokens of a text for the token budget.
 ///
-/// A counter must be consistent (the same text always has the same count) and should never
-/// count more tokens than the text has UTF-8 bytes, which every byte-level BPE guarantees; the
-/// packer relies on that to skip counts ([`fits_by_length`]).
+/// A counter must be consistent (the same text always has the same count) and must never count
+/// more than [`TokenCounter::max_count_for_len`] says a text of that length can (one token per
+/// UTF-8 byte by default, which every byte-level BPE guarantees); the packer relies on that to
+/// skip counts ([`fits_by_length`]).
 pub trait TokenCounter: Send + Sync + Debug {
     /// The number of tokens of `text` as the model's tokenizer counts a whole prompt that is
     /// just this text.
@@ -235,12 +243,12 @@ impl TokenCounter for Utf8ByteCounter {
     }
 }
 
-/// Whether `text` fits in `room` tokens by its UTF-8 length alone, so that it needs no count.
+/// Whether `text` fits in `room` tokens of `counter` by its UTF-8 length alone, so that it
+/// needs no count ([`TokenCounter::max_count_for_len`]).
 ///
-/// True means it certainly fits (a token is at least one byte); false means it has to be
-/// counted to know.
-pub fn fits_by_length(text: &str, room: usize) -> bool {
-    text.len() <= room
+/// True means it certainly fits; false means it has to be counted to know.
+pub fn fits_by_length(counter: &dyn TokenCounter, text: &str, room: usize) -> bool {
+    counter.max_count_for_len(text.len()) <= room
 }
 
 /// The tokens of a whole prompt as `counter` counts them: the text of a
@@ -286,8 +294,8 @@ mod tests {
             "\u{200B}\u{200B}",
         ] {
             assert!(counter.count(text) <= text.len(), "{text:?}");
-            assert!(fits_by_length(text, text.len()));
-            assert!(!fits_by_length(text, text.len() - 1));
+            assert!(fits_by_length(&counter, text, text.len()));
+            assert!(!fits_by_length(&counter, text, text.len() - 1));
         }
     }
 
