@@ -1,29 +1,34 @@
-//! W1 of the design's shared workloads: prompt assembly.
+//! W1 of the design's shared workloads: prompt assembly, and the worst case of counting.
 //!
 //! 60 passages of about 200 tokens (real Lambda documentation from
 //! `../shared/corpus/lambda-dg.jsonl` when present, generated text otherwise), 10 earlier
 //! turns and a question:
 //!
-//! - (a) the Claude 3 Messages request body, everything in it, serialized to JSON;
-//! - (b) a Llama 3 prompt packed into 8,192 - 1,024 tokens.
+//! - (a) the Claude 3 Messages request body, everything in it, rendered by the family template
+//!   (counted as the model's profile says) and serialized by `rag-bedrock` exactly as it is
+//!   sent; baseline: serializing the already rendered prompt;
+//! - (b) a Llama 3 prompt packed into 8,192 - 1,024 tokens, with the templates' shared count
+//!   cache (the steady state of a service: passages and turns recur) and with nothing cached
+//!   (a plain cl100k counter that counts every part again at every render); baselines: one
+//!   count of the packed prompt, by this library's cl100k counter and by tiktoken-rs;
+//! - (c) a 64 KiB passage without whitespace, packed by Llama 3 (cl100k) and Mistral
+//!   (SentencePiece) with nothing cached: linear counting keeps it from stalling a worker;
+//!   baseline: tiktoken-rs counting the same run.
 //!
-//! Each group has a baseline: (a) serializing an already rendered prompt, (b) one cl100k
-//! count of the packed prompt, the floor of any packer that checks its result by counting.
-//! (b) runs with the templates' default counter, whose process-wide cache remembers the
-//! counts of passages and turns seen before (the steady state of a service), and with a
-//! plain cl100k counter that counts everything again at every render (a cold start).
-//!
-//! `cargo bench --bench prompt_assembly -- --warm-up-time 1 --measurement-time 3`
+//! `cargo bench --features bedrock --bench prompt_assembly -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use rag_core::prompt::{ClaudeMessagesTemplate, Llama3Template};
-use rag_core::tokens::{count_prompt, Cl100kCounter, TokenCounter};
-use rag_core::{
-    Message, ModelProfile, Passage, Prompt, PromptInput, PromptTemplate, Role, TokenBudget, Turn,
+use rag::bedrock::sdk::bedrockruntime::config::{BehaviorVersion, Credentials, Region};
+use rag::bedrock::sdk::bedrockruntime::{Client, Config};
+use rag::bedrock::BedrockGenerator;
+use rag::prompt::{Llama3Template, MistralTemplate};
+use rag::tokens::{count_prompt, Cl100kCounter, SentencePieceCounter, TokenCounter};
+use rag::{
+    template_for_profile, GenerationParams, ModelProfile, Passage, PromptInput, PromptTemplate,
+    TokenBudget, Turn,
 };
-use serde::Serialize;
 
 const CORPUS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -31,6 +36,7 @@ const CORPUS: &str = concat!(
 );
 const QUESTION: &str = "How do I raise the reserved concurrency of a function, and what happens \
 to requests above it?";
+const CLAUDE: &str = "anthropic.claude-3-haiku-20240307-v1:0";
 
 /// 60 passages of about 200 cl100k tokens.
 fn passages() -> Vec<Passage> {
@@ -80,54 +86,18 @@ fn history() -> Vec<Turn> {
         .collect()
 }
 
-/// The body of a Bedrock `InvokeModel` request to a Claude 3 model.
-#[derive(Serialize)]
-struct ClaudeBody<'a> {
-    anthropic_version: &'static str,
-    max_tokens: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<&'a str>,
-    messages: Vec<ClaudeMessage<'a>>,
-}
-
-#[derive(Serialize)]
-struct ClaudeMessage<'a> {
-    role: Role,
-    content: [TextBlock<'a>; 1],
-}
-
-#[derive(Serialize)]
-struct TextBlock<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    text: &'a str,
-}
-
-fn claude_body(prompt: &Prompt, max_tokens: usize) -> Vec<u8> {
-    let Prompt::Chat { system, messages } = prompt else {
-        panic!("Claude Messages renders a chat prompt")
-    };
-    let body = ClaudeBody {
-        anthropic_version: "bedrock-2023-05-31",
-        max_tokens,
-        system: system.as_deref(),
-        messages: messages
-            .iter()
-            .map(|m: &Message| ClaudeMessage {
-                role: m.role,
-                content: [TextBlock {
-                    kind: "text",
-                    text: &m.content,
-                }],
-            })
-            .collect(),
-    };
-    // Sized for the text plus escapes and framing, so the buffer never grows.
-    let text_bytes = system.as_ref().map_or(0, String::len)
-        + messages.iter().map(|m| m.content.len() + 64).sum::<usize>();
-    let mut out = Vec::with_capacity(text_bytes + text_bytes / 8 + 256);
-    serde_json::to_writer(&mut out, &body).expect("serializable");
-    out
+/// A generator for the request body only: it is never called.
+fn claude_generator() -> BedrockGenerator {
+    let config = Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::for_tests())
+        .endpoint_url("http://127.0.0.1:9")
+        .build();
+    BedrockGenerator::builder(CLAUDE)
+        .with_client(Client::from_conf(config))
+        .build()
+        .expect("a valid generator")
 }
 
 fn bench_prompt_assembly(c: &mut Criterion) {
@@ -138,31 +108,37 @@ fn bench_prompt_assembly(c: &mut Criterion) {
         passages: &passages,
         history: &history,
     };
-    let counter = Cl100kCounter::new();
 
     // (a) Claude 3 Messages, everything fits.
-    let profile = ModelProfile::for_model_id("anthropic.claude-3-haiku-20240307-v1:0").unwrap();
-    let claude_budget = TokenBudget::new(profile.context_window, profile.max_output_tokens, 0);
-    let claude = ClaudeMessagesTemplate::new();
+    let profile = ModelProfile::for_model_id(CLAUDE).unwrap();
+    let claude_budget = TokenBudget::new(
+        profile.context_window,
+        profile.max_output_tokens,
+        profile.default_reserve(),
+    );
+    let claude = template_for_profile(&profile);
+    let generator = claude_generator();
+    let params = GenerationParams::default().with_max_tokens(profile.max_output_tokens as u32);
     let rendered = claude.render(&input, &claude_budget).unwrap();
     assert_eq!(rendered.passages_kept.len(), 60);
     assert_eq!(rendered.turns_kept, 10);
-    let body = claude_body(&rendered.prompt, profile.max_output_tokens);
+    let body = generator.request_body(&rendered.prompt, &params).unwrap();
     eprintln!("(a) Claude request body: {} bytes", body.len());
 
     let mut group = c.benchmark_group("w1a_claude3_messages_body");
     group.bench_function("render_and_serialize", |b| {
         b.iter(|| {
             let rendered = claude.render(black_box(&input), &claude_budget).unwrap();
-            black_box(claude_body(&rendered.prompt, profile.max_output_tokens))
+            black_box(generator.request_body(&rendered.prompt, &params).unwrap())
         })
     });
     group.bench_function("baseline_serialize_only", |b| {
-        b.iter(|| black_box(claude_body(black_box(&rendered.prompt), 4_096)))
+        b.iter(|| black_box(generator.request_body(black_box(&rendered.prompt), &params)))
     });
     group.finish();
 
     // (b) Llama 3 packed into 8,192 - 1,024 tokens.
+    let counter = Cl100kCounter::new();
     let llama_budget = TokenBudget::new(8_192, 1_024, 0);
     let llama = Llama3Template::new();
     let packed = llama.render(&input, &llama_budget).unwrap();
@@ -171,10 +147,11 @@ fn bench_prompt_assembly(c: &mut Criterion) {
         tokens <= llama_budget.prompt_tokens(),
         "over budget: {tokens}"
     );
+    // Counted part by part, the packer's total is the exact count of the whole prompt.
+    assert_eq!(packed.token_count, tokens);
     eprintln!(
-        "(b) Llama 3: {tokens} counted tokens of {} ({} reported), {} passages and {} turns kept",
+        "(b) Llama 3: {tokens} tokens of {}, {} passages and {} turns kept",
         llama_budget.prompt_tokens(),
-        packed.token_count,
         packed.passages_kept.len(),
         packed.turns_kept
     );
@@ -185,6 +162,11 @@ fn bench_prompt_assembly(c: &mut Criterion) {
         .build()
         .unwrap();
     assert_eq!(uncached.render(&input, &llama_budget).unwrap(), packed);
+    let rag::Prompt::Text(packed_text) = &packed.prompt else {
+        panic!("Llama 3 renders text")
+    };
+    let tiktoken = tiktoken_rs::cl100k_base_singleton();
+    assert_eq!(tiktoken.encode_ordinary(packed_text).len(), tokens);
 
     let mut group = c.benchmark_group("w1b_llama3_packed_8k");
     group.bench_function("render_in_budget", |b| {
@@ -194,7 +176,37 @@ fn bench_prompt_assembly(c: &mut Criterion) {
         b.iter(|| black_box(uncached.render(black_box(&input), &llama_budget).unwrap()))
     });
     group.bench_function("baseline_count_packed_prompt", |b| {
-        b.iter(|| black_box(count_prompt(&counter, black_box(&packed.prompt))))
+        b.iter(|| black_box(counter.count(black_box(packed_text))))
+    });
+    group.bench_function("baseline_count_packed_prompt_tiktoken_rs", |b| {
+        b.iter(|| black_box(tiktoken.encode_ordinary(black_box(packed_text)).len()))
+    });
+    group.finish();
+
+    // (c) One passage that is a 64 KiB run without whitespace.
+    let run: String = (0..64 * 1024)
+        .map(|i| (b'a' + (i * 7 % 26) as u8) as char)
+        .collect();
+    let long = [Passage::new("long", run.clone())];
+    let input = PromptInput {
+        question: QUESTION,
+        passages: &long,
+        history: &[],
+    };
+    let budget = TokenBudget::new(32_000, 1_024, 0);
+    let mistral = MistralTemplate::builder()
+        .with_counter(SentencePieceCounter::mistral_v1())
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("w1c_64k_run_without_whitespace");
+    group.bench_function("llama3_render_uncached", |b| {
+        b.iter(|| black_box(uncached.render(black_box(&input), &budget).unwrap()))
+    });
+    group.bench_function("mistral_render_uncached", |b| {
+        b.iter(|| black_box(mistral.render(black_box(&input), &budget).unwrap()))
+    });
+    group.bench_function("baseline_tiktoken_rs_count", |b| {
+        b.iter(|| black_box(tiktoken.encode_ordinary(black_box(&run)).len()))
     });
     group.finish();
 }

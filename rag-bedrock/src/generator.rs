@@ -118,6 +118,18 @@ impl BedrockGenerator {
         self.api == Api::Converse
     }
 
+    /// The InvokeModel request body this generator sends for `prompt` with `params` (native
+    /// mode), checked as a call would check it; for inspection, logging and tests.
+    pub fn request_body(&self, prompt: &Prompt, params: &GenerationParams) -> Result<Vec<u8>> {
+        self.check(params)?;
+        match self.api {
+            Api::Native(family) => request_body(family, prompt, params),
+            Api::Converse => Err(Error::config(
+                "a ConverseStream generator sends the SDK's Converse request, not a native body",
+            )),
+        }
+    }
+
     fn check(&self, params: &GenerationParams) -> Result<()> {
         params.validate()?;
         if let Some(profile) = self.profile {

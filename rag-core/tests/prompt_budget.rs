@@ -352,3 +352,68 @@ fn real_passages_never_exceed_the_budget_in_any_family() {
         }
     }
 }
+
+/// A 64 KiB run without whitespace, in a passage or in the question, is counted in linear time:
+/// rendering it cannot stall a Tokio worker. The bound is generous (a debug build on a busy
+/// machine); the quadratic BPE of tiktoken-rs took seconds for 1 MiB runs.
+#[test]
+fn a_64_kib_run_without_whitespace_renders_without_stalling() {
+    use rag_core::prompt::{Llama3Template, MistralTemplate};
+    use rag_core::tokens::SentencePieceCounter;
+
+    let run: String = (0..64 * 1024)
+        .map(|i| (b'a' + (i * 7 % 26) as u8) as char)
+        .collect();
+    let passages = [Passage::new("long", run.clone())];
+    let templates: [Box<dyn PromptTemplate>; 2] = [
+        Box::new(
+            Llama3Template::builder()
+                .with_counter(Cl100kCounter::new())
+                .build()
+                .unwrap(),
+        ),
+        Box::new(
+            MistralTemplate::builder()
+                .with_counter(SentencePieceCounter::mistral_v1())
+                .build()
+                .unwrap(),
+        ),
+    ];
+    for template in &templates {
+        // In a passage, with a budget that makes the packer count it.
+        let started = std::time::Instant::now();
+        let input = PromptInput {
+            question: "What does it say?",
+            passages: &passages,
+            history: &[],
+        };
+        let rendered = template
+            .render(&input, &TokenBudget::new(60_000, 1_000, 0))
+            .unwrap();
+        assert_eq!(rendered.passages_kept, [0]);
+        let input = PromptInput {
+            question: "What does it say?",
+            passages: &passages,
+            history: &[],
+        };
+        let rendered = template
+            .render(&input, &TokenBudget::new(4_000, 1_000, 0))
+            .unwrap();
+        assert!(rendered.passages_kept.is_empty());
+        // As the question, which alone does not fit.
+        let input = PromptInput {
+            question: &run,
+            passages: &[],
+            history: &[],
+        };
+        assert!(matches!(
+            template.render(&input, &TokenBudget::new(4_000, 1_000, 0)),
+            Err(rag_core::Error::ContextOverflow { .. })
+        ));
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < std::time::Duration::from_secs(3),
+            "{template:?}: {elapsed:?}"
+        );
+    }
+}

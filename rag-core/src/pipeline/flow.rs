@@ -429,11 +429,13 @@ impl Inner {
                 async {
                     let chunks =
                         caught(Stage::Generation, self.generator.generate(prompt, params)).await?;
-                    let mut chunks = catch_stream_panics(chunks);
+                    let mut chunks = chunks;
                     // Usage or a stop reason may come before any text; a failure then is still a
                     // failure before the first token, so keep reading up to the first text.
                     let mut prelude = Vec::new();
-                    while let Some(chunk) = chunks.next().await {
+                    while let Some(chunk) =
+                        futures::future::poll_fn(|cx| poll_caught(&mut chunks, cx)).await
+                    {
                         let is_text = matches!(chunk, Ok(Chunk::Text(_)));
                         prelude.push(chunk?);
                         if is_text {
@@ -526,12 +528,15 @@ async fn caught<T>(stage: Stage, fut: impl Future<Output = Result<T>>) -> Result
         .unwrap_or_else(|panic| Err(Error::panicked(stage, &*panic)))
 }
 
-/// `chunks`, ending with an [`Error::Panicked`] item if polling it panics.
-fn catch_stream_panics(chunks: ChunkStream) -> ChunkStream {
-    AssertUnwindSafe(chunks)
-        .catch_unwind()
-        .map(|item| item.unwrap_or_else(|panic| Err(Error::panicked(Stage::Generation, &*panic))))
-        .boxed()
+/// The next item of `chunks`, or an [`Error::Panicked`] if polling it panics (the caller then
+/// stops polling: an error ends the answer). Caught at the poll rather than by wrapping the
+/// stream, so a token costs no extra layer.
+fn poll_caught(
+    chunks: &mut ChunkStream,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Option<Result<Chunk>>> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| chunks.poll_next_unpin(cx)))
+        .unwrap_or_else(|panic| Poll::Ready(Some(Err(Error::panicked(Stage::Generation, &*panic)))))
 }
 
 /// `fut`, failing with [`Error::Timeout`] for `stage` after `limit`.
@@ -567,7 +572,7 @@ impl IdleTimer {
     async fn next(&mut self, chunks: &mut ChunkStream) -> Result<Option<Result<Chunk>>> {
         let mut armed = false;
         futures::future::poll_fn(|cx| {
-            if let Poll::Ready(item) = chunks.poll_next_unpin(cx) {
+            if let Poll::Ready(item) = poll_caught(chunks, cx) {
                 return Poll::Ready(Ok(item));
             }
             let Some(after) = self.limit else {
