@@ -609,6 +609,8 @@ async fn an_append_that_keeps_failing_warns_and_goes_to_the_dead_letter_sink() {
     assert!(!summary.saved);
     assert_eq!(summary.answer, "ok", "the answer was delivered anyway");
     assert_eq!(history.append_calls(), 3);
+    // Dead letters are delivered in the background.
+    pipeline.flush().await;
     match letters.letters().as_slice() {
         [DeadLetter::TurnNotSaved { turn, .. }] => {
             assert_eq!(turn.id, summary.turn_id);

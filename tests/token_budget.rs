@@ -302,3 +302,38 @@ fn the_sentencepiece_counter_is_exact_on_the_corpus() {
         assert_eq!(counter.count_part(text.trim()), n - x, "{text:?}");
     }
 }
+
+/// Why cl100k bounds Llama 3: Meta's Llama 3 rank file holds every cl100k token with the same
+/// rank, and adds tokens above them (the pre-tokenizer pattern is the same, so Llama 3 can
+/// only merge further). Read from the rank file the test command installs.
+#[test]
+fn llama3_holds_every_cl100k_token_with_the_same_rank() {
+    use base64::Engine as _;
+    let dir = std::env::var(reference::ENV).unwrap_or_else(|_| {
+        panic!(
+            "{} is not set: run scripts/test.sh, which installs the reference tokenizers",
+            reference::ENV
+        )
+    });
+    let path = std::path::Path::new(&dir).join("models/llama3/tokenizer.model");
+    let file = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut llama3: std::collections::HashMap<Vec<u8>, u32> = std::collections::HashMap::new();
+    for line in file.lines().filter(|l| !l.is_empty()) {
+        let (token, rank) = line.split_once(' ').expect("`base64 rank` lines");
+        let token = base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .expect("base64");
+        llama3.insert(token, rank.parse().expect("a rank"));
+    }
+    let cl100k = &bpe_openai::cl100k_base().bpe;
+    assert_eq!(cl100k.num_tokens(), 100_256);
+    assert_eq!(llama3.len(), 128_000);
+    for id in 0..cl100k.num_tokens() as u32 {
+        assert_eq!(
+            llama3.get(cl100k.token_bytes(id)),
+            Some(&id),
+            "cl100k token {id} has another rank in Llama 3"
+        );
+    }
+    assert!(llama3.values().all(|&rank| rank < 128_000));
+}
