@@ -399,3 +399,35 @@ fn pipeline_without_history_turns(history: Arc<InMemoryHistory>) -> Pipeline {
         .build()
         .unwrap()
 }
+
+#[tokio::test]
+async fn a_refused_prompt_that_fit_by_its_length_is_still_sent_shorter() {
+    // The first prompt fits by its length alone, so its count is a length bound far above the
+    // real count; the shorter prompt must still hold fewer passages, not the same ones again.
+    let refusal = Error::PromptTooLong {
+        message: "prompt is too long: 700 tokens > 500 maximum".into(),
+        tokens: Some(700),
+        limit: Some(500),
+    };
+    let generator = ScriptedGenerator::new(["ok"]).fail_first(1, refusal);
+    let pipeline = Pipeline::builder()
+        .with_generator(generator.clone())
+        .with_template(rag::Llama3Template::new())
+        .with_context_window(4_000, 40)
+        .with_retriever(StaticRetriever::numbered(6))
+        .with_top_k(6)
+        .build()
+        .unwrap();
+    let events = events(pipeline.ask(ask("s", "How do functions scale?"))).await;
+    let summary = done(&events);
+    let prompts = generator.probe().prompts();
+    assert_eq!(prompts.len(), 2);
+    let documents = |p: &Prompt| match p {
+        Prompt::Text(t) => t.matches("<document index=").count(),
+        Prompt::Chat { .. } => unreachable!("Llama 3 renders text"),
+    };
+    assert_eq!(documents(&prompts[0]), 6);
+    assert!(documents(&prompts[1]) < 6, "{:?}", prompts[1]);
+    assert!(events.iter().any(|e| matches!(e, Event::Warning(Warning::PromptShortened { passages_kept, .. }) if *passages_kept < 6)));
+    assert_eq!(summary.dropped.passages.len(), 6 - documents(&prompts[1]));
+}

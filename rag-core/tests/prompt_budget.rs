@@ -417,3 +417,164 @@ fn a_64_kib_run_without_whitespace_renders_without_stalling() {
         );
     }
 }
+
+mod own_counts {
+    //! The packer's reported count is never below what the template's own counter counts for
+    //! the whole prompt (plus the framing, for chat prompts), whatever the counter: exact ones,
+    //! and the scaled bounds whose rounding the joints must not undo.
+
+    use proptest::prelude::*;
+    use rag_core::prompt::{
+        ChatTemplate, ClaudeMessagesTemplate, ClaudeTextTemplate, Llama2Template, Llama3Template,
+        MistralTemplate, TitanTextTemplate,
+    };
+    use rag_core::tokens::{count_prompt, TokenCounter, TokenScheme};
+    use rag_core::{
+        Framing, Passage, Prompt, PromptInput, PromptTemplate, RenderedPrompt, TokenBudget, Turn,
+    };
+
+    /// A template, its counter and its framing.
+    type Case = (
+        Box<dyn PromptTemplate>,
+        std::sync::Arc<dyn TokenCounter>,
+        Framing,
+    );
+
+    fn cases() -> Vec<Case> {
+        macro_rules! case {
+            ($t:expr) => {{
+                let t = $t;
+                let (counter, framing) = (t.counter().clone(), t.framing());
+                (Box::new(t) as Box<dyn PromptTemplate>, counter, framing)
+            }};
+        }
+        vec![
+            case!(ClaudeMessagesTemplate::new()),
+            case!(ClaudeTextTemplate::new()),
+            case!(Llama2Template::new()),
+            case!(Llama3Template::new()),
+            case!(TitanTextTemplate::new()),
+            case!(MistralTemplate::new()),
+            case!(ChatTemplate::new()),
+            case!(ChatTemplate::builder()
+                .with_tokens(TokenScheme::MistralV1)
+                .build()
+                .unwrap()),
+            case!(ChatTemplate::builder()
+                .with_tokens(TokenScheme::MistralV1)
+                .with_system("")
+                .build()
+                .unwrap()),
+            case!(MistralTemplate::builder().with_system("").build().unwrap()),
+        ]
+    }
+
+    fn own_count(prompt: &Prompt, counter: &dyn TokenCounter, framing: Framing) -> usize {
+        let messages = match prompt {
+            Prompt::Chat { system, messages } => messages.len() + usize::from(system.is_some()),
+            Prompt::Text(_) => 0,
+        };
+        count_prompt(counter, prompt) + framing.tokens(messages)
+    }
+
+    fn check(
+        rendered: &RenderedPrompt,
+        counter: &dyn TokenCounter,
+        framing: Framing,
+        available: usize,
+    ) {
+        let own = own_count(&rendered.prompt, counter, framing);
+        assert!(
+            own <= rendered.token_count && rendered.token_count <= available,
+            "{counter:?}: counted {own}, reported {}, budget {available}: {:?}",
+            rendered.token_count,
+            rendered.prompt
+        );
+    }
+
+    #[test]
+    fn many_short_turns_do_not_under_count() {
+        // Twenty short exchanges: one token lost per joint used to add up past the budget.
+        let history: Vec<Turn> = (0..20).map(|_| Turn::new("42", "a b")).collect();
+        for (template, counter, framing) in cases() {
+            for available in [200, 260, 340, 400] {
+                let input = PromptInput {
+                    question: "Hi",
+                    passages: &[],
+                    history: &history,
+                };
+                if let Ok(rendered) = template.render(&input, &TokenBudget::new(available, 0, 0)) {
+                    check(&rendered, &*counter, framing, available);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn messages_that_each_add_a_start_token_do_not_under_count() {
+        // SentencePiece puts a `▁` before each message's first character: "🫠" is 4 bytes and 5
+        // tokens, so a bound on the bytes of all messages together is too low.
+        let history: Vec<Turn> = (0..6).map(|_| Turn::new("🫠", "🫠")).collect();
+        for (template, counter, framing) in cases() {
+            for available in 40..400 {
+                let input = PromptInput {
+                    question: "🫠",
+                    passages: &[],
+                    history: &history,
+                };
+                if let Ok(rendered) = template.render(&input, &TokenBudget::new(available, 0, 0)) {
+                    check(&rendered, &*counter, framing, available);
+                }
+            }
+        }
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        let pieces = prop::sample::select(vec![
+            "a",
+            "b c",
+            " ",
+            "  ",
+            "\n",
+            "\n\n",
+            "\t",
+            "42",
+            "'s",
+            ".",
+            "🫠",
+            "é",
+            "世",
+            "\u{2581}",
+            "x y z",
+            "Lambda",
+            " function",
+        ]);
+        prop::collection::vec(pieces, 1..10).prop_map(|p| p.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_reported_count_bounds_the_own_count(
+            passages in prop::collection::vec(text(), 0..12),
+            turns in prop::collection::vec((text(), text()), 0..12),
+            question in text(),
+            available in 30usize..600,
+        ) {
+            let passages: Vec<Passage> = passages
+                .iter()
+                .enumerate()
+                .map(|(i, t)| Passage::new(format!("p{i}"), t.clone()))
+                .collect();
+            let history: Vec<Turn> = turns.iter().map(|(q, a)| Turn::new(q.clone(), a.clone())).collect();
+            let question = if question.trim().is_empty() { "q".to_owned() } else { question };
+            for (template, counter, framing) in cases() {
+                let input = PromptInput { question: &question, passages: &passages, history: &history };
+                if let Ok(rendered) = template.render(&input, &TokenBudget::new(available, 0, 0)) {
+                    check(&rendered, &*counter, framing, available);
+                }
+            }
+        }
+    }
+}

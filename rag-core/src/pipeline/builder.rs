@@ -177,7 +177,9 @@ impl PipelineBuilder {
         self
     }
 
-    /// How many earlier turns to load per ask (default 10; 0 loads none).
+    /// How many earlier turns go into the prompt (default 10; 0 puts none). With a history
+    /// store, the newest turn is read even at 0, so that a new turn is ordered after it (see
+    /// [`crate::TurnId::after`]); a failure to read it then only warns.
     pub fn with_history_turns(mut self, turns: usize) -> Self {
         self.settings.history_turns = turns;
         self

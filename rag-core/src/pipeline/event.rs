@@ -148,8 +148,10 @@ pub struct Summary {
     /// Whether the turn was saved to the history store (false without one, or when saving
     /// failed).
     pub saved: bool,
-    /// The prompt's tokens as the template counted them: exact for families whose tokenizer
-    /// is shipped, an upper bound otherwise (see `docs/token-budget.md`).
+    /// The prompt's tokens as the template counted them ([`crate::RenderedPrompt::token_count`]):
+    /// exact for the families whose tokenizer is shipped when the template had to count, an
+    /// upper bound otherwise, a length bound when the whole prompt fit by its length alone
+    /// (see `docs/token-budget.md`).
     pub prompt_tokens: usize,
     /// The prompt's tokens as the model counted them, when the pipeline has a
     /// [`crate::PromptCounter`].

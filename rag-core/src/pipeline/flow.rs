@@ -62,7 +62,8 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         let mut history = match history.0 {
             Ok(turns) => turns,
             Err(error) => match inner.settings.on_history_error {
-                HistoryFailurePolicy::Fail => {
+                // Without history in the prompt, the read only orders the turn: it warns.
+                HistoryFailurePolicy::Fail if inner.settings.history_turns > 0 => {
                     yield inner.fail(&ask, Stage::History, error, String::new());
                     return;
                 }
@@ -108,10 +109,9 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         let mut started_call = inner.first_chunk(&rendered.prompt, &params).await;
         if let Err(Error::PromptTooLong { tokens, limit, .. }) = &started_call {
             // The model counts more than the template did: send a shorter prompt, once.
-            let shrunk = shrunk_budget(available, rendered.token_count, *tokens, *limit);
             let refusal = started_call.as_ref().err().cloned();
-            match inner.render(&input, &TokenBudget::new(shrunk, 0, 0)) {
-                Ok(shorter) if shorter.token_count < rendered.token_count => {
+            match inner.shorter(&input, &rendered, available, *tokens, *limit) {
+                Ok(Some(shorter)) => {
                     rendered = shorter;
                     if let Some(error) = refusal {
                         yield Event::Warning(Warning::PromptShortened {
@@ -122,7 +122,8 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
                     }
                     started_call = inner.first_chunk(&rendered.prompt, &params).await;
                 }
-                Ok(_) => {}
+                // Nothing left to drop: the question alone is too long for the model.
+                Ok(None) => {}
                 Err(error) => started_call = Err(error),
             }
         }
@@ -222,6 +223,9 @@ fn shrunk_budget(
     tokens: Option<usize>,
     limit: Option<usize>,
 ) -> usize {
+    // What the model reported it takes may be its whole window, the answer's room included;
+    // the prompt may have no more than the budget.
+    let limit = limit.map(|l| l.min(available));
     let shrunk = match (tokens, limit) {
         (Some(tokens), Some(limit)) if tokens > limit && tokens > 0 => {
             // The model's tokens per template token, applied to what the model takes; one
@@ -300,6 +304,37 @@ impl Inner {
     fn render(&self, input: &PromptInput<'_>, budget: &TokenBudget) -> Result<RenderedPrompt> {
         std::panic::catch_unwind(AssertUnwindSafe(|| self.template.render(input, budget)))
             .unwrap_or_else(|panic| Err(Error::panicked(Stage::Prompt, &*panic)))
+    }
+
+    /// A shorter prompt than `refused`, which the model refused as too long (having counted
+    /// `tokens` where it takes `limit`, when it said): rendered in a budget shrunk by that
+    /// ratio, or to 85%, and again from the new prompt's count until it holds fewer passages
+    /// or turns (the refused prompt's count may be a length bound, far above the real one).
+    /// `None` when no shorter prompt exists.
+    fn shorter(
+        &self,
+        input: &PromptInput<'_>,
+        refused: &RenderedPrompt,
+        available: usize,
+        tokens: Option<usize>,
+        limit: Option<usize>,
+    ) -> Result<Option<RenderedPrompt>> {
+        let fewer = |p: &RenderedPrompt| {
+            p.passages_kept.len() < refused.passages_kept.len() || p.turns_kept < refused.turns_kept
+        };
+        let (mut budget, mut estimate) = (available, refused.token_count);
+        for _ in 0..4 {
+            let target = shrunk_budget(budget, estimate, tokens, limit);
+            if target >= budget {
+                break;
+            }
+            let next = self.render(input, &TokenBudget::new(target, 0, 0))?;
+            if fewer(&next) {
+                return Ok(Some(next));
+            }
+            (budget, estimate) = (target, next.token_count);
+        }
+        Ok(None)
     }
 
     /// Renders the prompt within `available` tokens and, with a prompt counter, checks it with
@@ -632,9 +667,10 @@ mod tests {
 
     #[test]
     fn a_refused_prompt_shrinks_by_what_the_model_reported() {
-        // The model counted 9,000 where it takes 8,000; the template had counted 7,500.
+        // The model counted 9,000 where it takes 8,000 (its window: the budget, 7,900, is what
+        // the prompt may have); the template had counted 7,500.
         let shrunk = shrunk_budget(7_900, 7_500, Some(9_000), Some(8_000));
-        assert_eq!(shrunk, 6_599); // 8,000 * 7,500 / 9,000 = 6,666, less 1%
+        assert_eq!(shrunk, 6_517); // 7,900 * 7,500 / 9,000 = 6,583, less 1%
                                    // Without sizes: 85%.
         assert_eq!(shrunk_budget(10_000, 9_000, None, None), 8_500);
         // Never more than 85% of what was refused, never zero.

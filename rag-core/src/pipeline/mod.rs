@@ -93,18 +93,21 @@ struct AskGuard(Arc<Inner>);
 impl AskGuard {
     /// Counts an ask in, unless the pipeline is shutting down.
     fn enter(inner: &Arc<Inner>) -> Option<AskGuard> {
-        if inner.in_flight.closing.load(Ordering::Acquire) {
-            return None;
+        // Counted in before the check: a shutdown that sets `closing` and then reads the count
+        // either sees this ask, or this ask sees `closing` (both sequentially consistent).
+        inner.in_flight.count.fetch_add(1, Ordering::SeqCst);
+        let guard = AskGuard(Arc::clone(inner));
+        if inner.in_flight.closing.load(Ordering::SeqCst) {
+            return None; // the guard counts the ask out again, and wakes the shutdown
         }
-        inner.in_flight.count.fetch_add(1, Ordering::AcqRel);
-        Some(AskGuard(Arc::clone(inner)))
+        Some(guard)
     }
 }
 
 impl Drop for AskGuard {
     fn drop(&mut self) {
         let in_flight = &self.0.in_flight;
-        if in_flight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if in_flight.count.fetch_sub(1, Ordering::SeqCst) == 1 {
             in_flight.idle.notify_waiters();
         }
     }
@@ -152,7 +155,7 @@ impl Pipeline {
 
     /// How many asks are being answered (streams polled and not yet ended or dropped).
     pub fn in_flight(&self) -> usize {
-        self.inner.in_flight.count.load(Ordering::Acquire)
+        self.inner.in_flight.count.load(Ordering::SeqCst)
     }
 
     /// What became of the dead letters so far, for a service's metrics.
@@ -166,11 +169,11 @@ impl Pipeline {
     /// gracefully, before its runtime shuts down.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let inner = &self.inner;
-        inner.in_flight.closing.store(true, Ordering::Release);
+        inner.in_flight.closing.store(true, Ordering::SeqCst);
         let wait = async {
             loop {
                 let idle = inner.in_flight.idle.notified();
-                if inner.in_flight.count.load(Ordering::Acquire) == 0 {
+                if inner.in_flight.count.load(Ordering::SeqCst) == 0 {
                     break;
                 }
                 idle.await;

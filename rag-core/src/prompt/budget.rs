@@ -132,13 +132,8 @@ impl<'c> Joiner<'c> {
         let mut joined = String::with_capacity(tail.len() + head.len());
         joined.push_str(tail);
         joined.push_str(head);
-        let c = self.counter;
-        let (joined, tail) = if left_at_start && left_whole {
-            (c.count(&joined), c.count(tail))
-        } else {
-            (c.count_part(&joined), c.count_part(tail))
-        };
-        joined as isize - tail as isize - c.count_part(head) as isize
+        self.counter
+            .joint_delta(&joined, tail, head, left_at_start && left_whole)
     }
 }
 

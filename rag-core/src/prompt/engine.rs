@@ -482,12 +482,24 @@ impl Engine {
                 + CONTEXT_CLOSE.len()
                 + blocks.iter().map(|b| b.text.len()).sum::<usize>()
         };
-        let all_bytes = system.len()
-            + context_bytes
-            + question.len()
-            + turns.iter().map(|(q, a)| q.len() + a.len()).sum::<usize>();
+        // Each message is counted as a text of its own (a tokenizer may add a token at the
+        // start of each), so the bound is summed message by message.
+        let bound_of = |bytes: usize| counter.max_count_for_len(bytes);
+        let first_question = turns.first().map_or(question.as_str(), |t| t.0);
+        let later_questions = turns
+            .iter()
+            .skip(1)
+            .map(|t| t.0.len())
+            .chain((!turns.is_empty()).then_some(question.len()));
         let messages = usize::from(has_system) + 1 + 2 * turns.len();
-        let bound = counter.max_count_for_len(all_bytes) + framing.tokens(messages);
+        let bound = if has_system {
+            bound_of(system.len())
+        } else {
+            0
+        } + bound_of(context_bytes + first_question.len())
+            + turns.iter().map(|t| bound_of(t.1.len())).sum::<usize>()
+            + later_questions.map(bound_of).sum::<usize>()
+            + framing.tokens(messages);
         if bound <= available {
             let prompt = assemble_chat(system, blocks, turns, &question);
             return Ok(rendered(

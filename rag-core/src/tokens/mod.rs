@@ -81,6 +81,21 @@ pub trait TokenCounter: Send + Sync + Debug {
     fn max_count_for_len(&self, bytes: usize) -> usize {
         bytes
     }
+
+    /// What joining `tail` and `head` into `joined` changes: `count(joined) - count(tail) -
+    /// count(head)`, with `tail` and `joined` counted as the start of a prompt when
+    /// `at_start`, as parts otherwise. The packer asks it for the small windows around joints
+    /// that are not clean splits. A bound that rounds (a [`ScaledCounter`]) overrides it to
+    /// scale the inner counter's difference once, so that the sum of rounded parts and joints
+    /// stays at or above the bound of the whole.
+    fn joint_delta(&self, joined: &str, tail: &str, head: &str, at_start: bool) -> isize {
+        let (joined, tail) = if at_start {
+            (self.count(joined), self.count(tail))
+        } else {
+            (self.count_part(joined), self.count_part(tail))
+        };
+        joined as isize - tail as isize - self.count_part(head) as isize
+    }
 }
 
 macro_rules! forward_counter {
@@ -103,6 +118,9 @@ macro_rules! forward_counter {
             }
             fn max_count_for_len(&self, bytes: usize) -> usize {
                 (**self).max_count_for_len(bytes)
+            }
+            fn joint_delta(&self, joined: &str, tail: &str, head: &str, at_start: bool) -> isize {
+                (**self).joint_delta(joined, tail, head, at_start)
             }
         }
     )*};

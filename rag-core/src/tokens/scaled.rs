@@ -6,8 +6,10 @@ use super::TokenCounter;
 /// tokenizer is not public: the factor is how many of the model's tokens one token of the
 /// inner counter can be at most, as measured or published (see `docs/token-budget.md`).
 ///
-/// Rounding up part by part keeps the sum of the parts at or above the bound of the whole, so
-/// the packer may still count a prompt part by part when the inner counter splits exactly.
+/// Rounding up part by part keeps the sum of the parts at or above the bound of the whole, and
+/// the differences at the joints are scaled once from the inner counter's
+/// ([`TokenCounter::joint_delta`]), so the packer may still count a prompt part by part when
+/// the inner counter splits exactly.
 #[derive(Debug, Clone)]
 pub struct ScaledCounter<C> {
     inner: C,
@@ -74,6 +76,16 @@ impl<C: TokenCounter> TokenCounter for ScaledCounter<C> {
     fn max_count_for_len(&self, bytes: usize) -> usize {
         self.scale(self.inner.max_count_for_len(bytes))
     }
+
+    /// The inner counter's difference, scaled once and rounded up (towards zero when it is
+    /// negative): with the parts rounded up one by one, the packer's sum then stays at or
+    /// above the scaled count of the whole prompt.
+    fn joint_delta(&self, joined: &str, tail: &str, head: &str, at_start: bool) -> isize {
+        let inner = self.inner.joint_delta(joined, tail, head, at_start) as i128;
+        // ceil(inner * f / 1000), for either sign.
+        (inner * self.per_mille as i128).div_euclid(1000) as isize
+            + isize::from((inner * self.per_mille as i128).rem_euclid(1000) != 0)
+    }
 }
 
 #[cfg(test)]
@@ -94,6 +106,44 @@ mod tests {
         // Parts round up one by one, so they never sum below the whole.
         let (a, b) = ("abc", "defg");
         assert!(c.count(a) + c.count_part(b) >= c.count(&format!("{a}{b}")));
+    }
+
+    /// One token per `+`-separated word: joining two texts merges nothing.
+    #[derive(Debug)]
+    struct Words;
+    impl TokenCounter for Words {
+        fn count(&self, text: &str) -> usize {
+            text.split('+').filter(|w| !w.is_empty()).count()
+        }
+        fn splits_exactly(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn joint_differences_are_scaled_once() {
+        let c = ScaledCounter::new(Words, 1_400);
+        // Joining "a" and "+b" merges nothing: the difference is 0. Differencing the rounded
+        // counts would say ceil(2.8) - ceil(1.4) - ceil(1.4) = -1 and under-count the whole.
+        assert_eq!(c.joint_delta("a+b", "a", "+b", false), 0);
+        let parts = (c.count("a") + c.count_part("+b")) as isize;
+        assert!(parts + c.joint_delta("a+b", "a", "+b", false) >= c.count("a+b") as isize);
+        // A joint that merges keeps its difference, rounded towards zero: ceil(-1.4) = -1.
+        #[derive(Debug)]
+        struct Merging;
+        impl TokenCounter for Merging {
+            fn count(&self, text: &str) -> usize {
+                if text == "ab" {
+                    1
+                } else {
+                    text.len()
+                }
+            }
+        }
+        assert_eq!(
+            ScaledCounter::new(Merging, 1_400).joint_delta("ab", "a", "b", false),
+            -1
+        );
     }
 
     #[test]

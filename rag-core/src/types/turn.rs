@@ -26,27 +26,26 @@ impl TurnId {
         self.0
     }
 
-    /// This id if it sorts after `other`, else the next id after `other`: same time stamp,
-    /// the random part one higher. A turn asked after another was saved, on a host whose
-    /// clock runs behind, still sorts after it.
+    /// This id if it sorts after `other`; else an id just after `other` that keeps this id's
+    /// random bits: `other`'s time stamp (one millisecond later when the random bits alone do
+    /// not sort after it). A turn asked after another was saved, on a host whose clock runs
+    /// behind, still sorts after it, and two asks that both move after the same turn still get
+    /// different ids (a store that takes an id it holds as already appended would otherwise
+    /// drop the second turn).
     pub fn after(self, other: TurnId) -> TurnId {
         if self > other {
             return self;
         }
-        // UUIDv7 layout: 48 bits of milliseconds, 4 of version, 12 of `rand_a`, 2 of
-        // variant, 62 of `rand_b`. Count up through `rand_b`, then `rand_a`, then the time.
-        let v = other.0.as_u128();
-        let millis = v >> 80;
-        let rand_a = (v >> 64) & 0xFFF;
-        let rand_b = v & ((1u128 << 62) - 1);
-        let (millis, rand_a, rand_b) = if rand_b < (1u128 << 62) - 1 {
-            (millis, rand_a, rand_b + 1)
-        } else if rand_a < 0xFFF {
-            (millis, rand_a + 1, 0)
+        // UUIDv7 layout: 48 bits of milliseconds, then version, random bits and variant.
+        const RANDOM: u128 = (1u128 << 80) - 1;
+        let (mine, theirs) = (self.0.as_u128(), other.0.as_u128());
+        let millis = theirs >> 80;
+        let same_millis = (millis << 80) | (mine & RANDOM);
+        let next = if same_millis > theirs {
+            same_millis
         } else {
-            ((millis + 1) & ((1u128 << 48) - 1), 0, 0)
+            (((millis + 1) & ((1u128 << 48) - 1)) << 80) | (mine & RANDOM)
         };
-        let next = (millis << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b;
         TurnId(uuid::Uuid::from_u128(next))
     }
 }
@@ -125,12 +124,24 @@ mod tests {
         assert!(next > late && next.to_string() > late.to_string());
         assert_eq!(next.as_uuid().get_version_num(), 7);
         assert_eq!(next.as_uuid().get_variant(), uuid::Variant::RFC4122);
-        // The random part overflows into the time stamp.
-        let max = TurnId(uuid::Uuid::from_u128(
+        // The random bits are kept: two ids moved after the same one stay different.
+        let (a, b) = (TurnId::new(), TurnId::new());
+        let future = TurnId(uuid::Uuid::from_u128(
+            ((late.0.as_u128() >> 80) + 3_600_000) << 80 | (late.0.as_u128() & ((1 << 80) - 1)),
+        ));
+        let (a, b) = (a.after(future), b.after(future));
+        assert!(a > future && b > future && a != b);
+        assert!(a.to_string() > future.to_string());
+        // An id whose random bits sort below: a millisecond later.
+        let low = TurnId(uuid::Uuid::from_u128(
+            (1u128 << 80) | (0x7 << 76) | (0b10 << 62),
+        ));
+        let high = TurnId(uuid::Uuid::from_u128(
             (1u128 << 80) | (0x7 << 76) | (0xFFF << 64) | (0b10 << 62) | ((1u128 << 62) - 1),
         ));
-        let next = TurnId::new().after(max).max(max.after(max));
-        assert!(next > max && next.to_string() > max.to_string());
+        let next = low.after(high);
+        assert!(next > high);
+        assert_eq!(next.as_uuid().as_u128() >> 80, 2);
     }
 
     #[test]
