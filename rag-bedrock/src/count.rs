@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::SdkConfig;
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
     ConverseTokensRequest, CountTokensInput, InvokeModelTokensRequest,
@@ -59,12 +59,7 @@ impl BedrockTokenCounter {
 
     /// A counter for `model_id` with a client from the AWS environment.
     pub async fn from_env(model_id: impl Into<String>) -> Result<Self> {
-        let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        if config.region().is_none() {
-            return Err(Error::config(
-                "no AWS region: set AWS_REGION or a region in the AWS profile",
-            ));
-        }
+        let config = crate::env_config().await?;
         Self::builder(model_id).with_sdk_config(&config).build()
     }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::SdkConfig;
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::ResponseStream;
 use aws_sdk_bedrockruntime::Client;
@@ -86,12 +86,7 @@ impl BedrockGenerator {
     /// [`BedrockGenerator::builder`]) with a client from the AWS environment (region, profile
     /// and credentials as `aws-config` resolves them); the pipeline retries its calls.
     pub async fn from_env(model_id: impl Into<String>) -> Result<Self> {
-        let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        if config.region().is_none() {
-            return Err(Error::config(
-                "no AWS region: set AWS_REGION or a region in the AWS profile",
-            ));
-        }
+        let config = crate::env_config().await?;
         Self::builder(model_id).with_sdk_config(&config).build()
     }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::SdkConfig;
 use aws_sdk_bedrockagentruntime::types::{
     FilterAttribute, KnowledgeBaseQuery, KnowledgeBaseRetrievalConfiguration,
     KnowledgeBaseRetrievalResult, KnowledgeBaseVectorSearchConfiguration, RetrievalFilter,
@@ -53,12 +53,7 @@ impl KnowledgeBaseRetriever {
 
     /// A retriever for `knowledge_base_id` with a client from the AWS environment.
     pub async fn from_env(knowledge_base_id: impl Into<String>) -> Result<Self> {
-        let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        if config.region().is_none() {
-            return Err(Error::config(
-                "no AWS region: set AWS_REGION or a region in the AWS profile",
-            ));
-        }
+        let config = crate::env_config().await?;
         Self::builder(knowledge_base_id)
             .with_sdk_config(&config)
             .build()

@@ -18,6 +18,20 @@ pub use generator::{BedrockGenerator, BedrockGeneratorBuilder};
 #[cfg(feature = "knowledge-bases")]
 pub use knowledge_base::{KnowledgeBaseRetriever, KnowledgeBaseRetrieverBuilder};
 
+/// The AWS configuration of the environment (region, profile and credentials as `aws-config`
+/// resolves them), refused without a region: every Bedrock call needs one.
+async fn env_config() -> rag_core::Result<aws_config::SdkConfig> {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    if config.region().is_none() {
+        return Err(rag_core::Error::config(
+            "no AWS region: set AWS_REGION or a region in the AWS profile",
+        ));
+    }
+    Ok(config)
+}
+
 /// The AWS SDK crates this crate is built on, re-exported so callers build clients with the
 /// same versions.
 pub mod sdk {

@@ -373,29 +373,17 @@ impl Engine {
             });
         }
 
-        // The best passages, a prefix of the ranking.
-        let mut kept_passages = 0;
-        for (i, block) in blocks.iter().enumerate() {
-            let block = block.text.as_str();
-            let joints = if i == 0 {
-                fixed.open as isize
-                    + fixed.close as isize
-                    + joiner.delta(prefix, true, CONTEXT_OPEN, &mut total)
-                    + joiner.delta(CONTEXT_OPEN, false, block, &mut total)
-                    + joiner.delta(block, false, CONTEXT_CLOSE, &mut total)
-                    + joiner.delta(CONTEXT_CLOSE, false, &tail, &mut total)
-                    - joiner.delta(prefix, true, &tail, &mut total)
-            } else {
-                let previous = blocks[i - 1].text.as_str();
-                joiner.delta(previous, false, block, &mut total)
-                    + joiner.delta(block, false, CONTEXT_CLOSE, &mut total)
-                    - joiner.delta(previous, false, CONTEXT_CLOSE, &mut total)
-            };
-            if !total.offer(joints, |limit| counter.count_part_till_limit(block, limit)) {
-                break;
-            }
-            kept_passages += 1;
-        }
+        // The best passages, a prefix of the ranking; the first opens the context block
+        // between the prefix and the tail.
+        let kept_passages = pack_passages(counter, &joiner, &mut total, blocks, |block, total| {
+            fixed.open as isize
+                + fixed.close as isize
+                + joiner.delta(prefix, true, CONTEXT_OPEN, total)
+                + joiner.delta(CONTEXT_OPEN, false, block, total)
+                + joiner.delta(block, false, CONTEXT_CLOSE, total)
+                + joiner.delta(CONTEXT_CLOSE, false, &tail, total)
+                - joiner.delta(prefix, true, &tail, total)
+        });
 
         // The newest whole turns, each between what comes before the oldest kept one and the
         // one after it.
@@ -417,38 +405,21 @@ impl Engine {
             right = part;
         }
 
-        // Lay out what was kept; a count that is not exact is checked on the whole prompt,
-        // dropping turns, then passages, until it fits.
-        let (mut kept_passages, mut kept_turns) = (kept_passages, kept_turns);
-        let mut estimate = Some(total.tokens());
-        loop {
-            let prompt = assemble_text(
-                &self.prefix,
-                &blocks[..kept_passages],
-                &turn_parts[turn_parts.len() - kept_turns..],
-                &tail,
-            );
-            let tokens = match estimate.take() {
-                Some(tokens) if total.exact() || tokens + CLOSE <= available => tokens,
-                _ => counter.count(&prompt) + extra,
-            };
-            if tokens <= available {
-                return Ok(rendered(
-                    Prompt::Text(prompt),
-                    blocks.len(),
-                    kept_passages,
-                    turns.len(),
-                    kept_turns,
-                    tokens,
-                ));
-            }
-            if !drop_last(&mut kept_passages, &mut kept_turns) {
-                return Err(Error::ContextOverflow {
-                    needed: tokens,
-                    budget: available,
-                });
-            }
-        }
+        lay_out(
+            &total,
+            available,
+            (blocks.len(), kept_passages),
+            (turns.len(), kept_turns),
+            |passages, turns| {
+                Prompt::Text(assemble_text(
+                    &self.prefix,
+                    &blocks[..passages],
+                    &turn_parts[turn_parts.len() - turns..],
+                    &tail,
+                ))
+            },
+            |prompt| count_chat(counter, self.framing, prompt),
+        )
     }
 
     fn render_chat(
@@ -534,27 +505,16 @@ impl Engine {
                 budget: available,
             });
         }
-        let mut kept_passages = 0;
-        for (i, block) in blocks.iter().enumerate() {
-            let block = block.text.as_str();
-            let joints = if i == 0 {
-                fixed.open_at_start as isize
-                    + fixed.close as isize
-                    + joiner.delta(CONTEXT_OPEN, true, block, &mut total)
-                    + joiner.delta(block, false, CONTEXT_CLOSE, &mut total)
-                    + in_first(&question, true, &mut total)
-                    - in_first(&question, false, &mut total)
-            } else {
-                let previous = blocks[i - 1].text.as_str();
-                joiner.delta(previous, false, block, &mut total)
-                    + joiner.delta(block, false, CONTEXT_CLOSE, &mut total)
-                    - joiner.delta(previous, false, CONTEXT_CLOSE, &mut total)
-            };
-            if !total.offer(joints, |limit| counter.count_part_till_limit(block, limit)) {
-                break;
-            }
-            kept_passages += 1;
-        }
+        // The first passage opens the context block at the top of the first message, before
+        // the question there.
+        let kept_passages = pack_passages(counter, &joiner, &mut total, blocks, |block, total| {
+            fixed.open_at_start as isize
+                + fixed.close as isize
+                + joiner.delta(CONTEXT_OPEN, true, block, total)
+                + joiner.delta(block, false, CONTEXT_CLOSE, total)
+                + in_first(&question, true, total)
+                - in_first(&question, false, total)
+        });
         let with_context = kept_passages > 0;
         let mut first: &str = &question;
         let mut kept_turns = 0;
@@ -572,42 +532,93 @@ impl Engine {
             first = q;
         }
 
-        let (mut kept_passages, mut kept_turns) = (kept_passages, kept_turns);
-        let mut estimate = Some(total.tokens());
-        loop {
-            let prompt = assemble_chat(
-                system,
-                &blocks[..kept_passages],
-                &turns[turns.len() - kept_turns..],
-                &question,
-            );
-            let tokens = match estimate.take() {
-                Some(tokens) if total.exact() || tokens + CLOSE <= available => tokens,
-                _ => count_chat(counter, framing, &prompt),
-            };
-            if tokens <= available {
-                return Ok(rendered(
-                    prompt,
-                    blocks.len(),
-                    kept_passages,
-                    turns.len(),
-                    kept_turns,
-                    tokens,
-                ));
-            }
-            if !drop_last(&mut kept_passages, &mut kept_turns) {
-                return Err(Error::ContextOverflow {
-                    needed: tokens,
-                    budget: available,
-                });
-            }
-        }
+        lay_out(
+            &total,
+            available,
+            (blocks.len(), kept_passages),
+            (turns.len(), kept_turns),
+            |passages, kept| {
+                assemble_chat(
+                    system,
+                    &blocks[..passages],
+                    &turns[turns.len() - kept..],
+                    &question,
+                )
+            },
+            |prompt| count_chat(counter, framing, prompt),
+        )
     }
 }
 
 /// An estimate that is not exact and leaves fewer tokens than this free is checked by counting
 /// the whole prompt.
 const CLOSE: usize = 8;
+
+/// Keeps the best passages that fit, a prefix of the ranking: `first` is what opening the
+/// context block with the first one costs at its joints; each later one joins the one before
+/// it and the closing tag. Returns how many were kept.
+fn pack_passages(
+    counter: &dyn TokenCounter,
+    joiner: &Joiner<'_>,
+    total: &mut Total,
+    blocks: &[Part],
+    mut first: impl FnMut(&str, &mut Total) -> isize,
+) -> usize {
+    let mut kept = 0;
+    for (i, block) in blocks.iter().enumerate() {
+        let block = block.text.as_str();
+        let joints = if i == 0 {
+            first(block, total)
+        } else {
+            let previous = blocks[i - 1].text.as_str();
+            joiner.delta(previous, false, block, total)
+                + joiner.delta(block, false, CONTEXT_CLOSE, total)
+                - joiner.delta(previous, false, CONTEXT_CLOSE, total)
+        };
+        if !total.offer(joints, |limit| counter.count_part_till_limit(block, limit)) {
+            break;
+        }
+        kept += 1;
+    }
+    kept
+}
+
+/// Lays out what was kept (`assemble(passages, turns)`); a total that is not exact and comes
+/// close to the budget is checked by counting the whole prompt (`count`), dropping turns,
+/// then passages, until it fits.
+fn lay_out(
+    total: &Total,
+    available: usize,
+    (passages, mut kept_passages): (usize, usize),
+    (turns, mut kept_turns): (usize, usize),
+    assemble: impl Fn(usize, usize) -> Prompt,
+    count: impl Fn(&Prompt) -> usize,
+) -> Result<RenderedPrompt> {
+    let mut estimate = Some(total.tokens());
+    loop {
+        let prompt = assemble(kept_passages, kept_turns);
+        let tokens = match estimate.take() {
+            Some(tokens) if total.exact() || tokens + CLOSE <= available => tokens,
+            _ => count(&prompt),
+        };
+        if tokens <= available {
+            return Ok(rendered(
+                prompt,
+                passages,
+                kept_passages,
+                turns,
+                kept_turns,
+                tokens,
+            ));
+        }
+        if !drop_last(&mut kept_passages, &mut kept_turns) {
+            return Err(Error::ContextOverflow {
+                needed: tokens,
+                budget: available,
+            });
+        }
+    }
+}
 
 /// Drops the oldest kept turn, else the worst kept passage; false when nothing is left.
 fn drop_last(kept_passages: &mut usize, kept_turns: &mut usize) -> bool {
