@@ -48,3 +48,59 @@ pub trait PromptCounter: Send + Sync + Debug {
 forward_async_trait!(PromptCounter {
     fn count(&self, prompt: &Prompt, params: &GenerationParams) -> Result<usize>;
 });
+
+/// What an image model is asked for: a text prompt and the picture's settings.
+///
+/// Which values a model takes (prompt length, sizes, guidance, seed) is the model's own; an
+/// [`ImageGenerator`] checks them with [`ImageGenerator::check`] before any call.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRequest {
+    /// What to draw.
+    pub prompt: String,
+    /// What not to draw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_prompt: Option<String>,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// How closely the image follows the prompt (the models' `cfgScale`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cfg_scale: Option<f32>,
+    /// The seed, for a repeatable image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u32>,
+}
+
+impl ImageRequest {
+    /// A request for a `width` x `height` image of `prompt`.
+    pub fn new(prompt: impl Into<String>, width: u32, height: u32) -> Self {
+        ImageRequest {
+            prompt: prompt.into(),
+            negative_prompt: None,
+            width,
+            height,
+            cfg_scale: None,
+            seed: None,
+        }
+    }
+}
+
+/// Makes an image from a text prompt (Amazon Nova Canvas or Titan Image Generator on Bedrock,
+/// for example). Not streamed: image models answer with the whole image.
+#[async_trait]
+pub trait ImageGenerator: Send + Sync + Debug {
+    /// Checks `request` against what the model takes, before any call; the error names the
+    /// field.
+    fn check(&self, request: &ImageRequest) -> Result<()>;
+
+    /// Makes the image.
+    async fn generate_image(&self, request: &ImageRequest) -> Result<crate::types::Image>;
+}
+
+forward_async_trait!(ImageGenerator {
+    fn generate_image(&self, request: &ImageRequest) -> Result<crate::types::Image>;
+} sync {
+    fn check(&self, request: &ImageRequest) -> Result<()>;
+});

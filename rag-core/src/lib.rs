@@ -17,7 +17,7 @@ pub mod tokens;
 pub mod types;
 
 pub use error::{BoxError, Error, Result, Stage};
-pub use generator::{ChunkStream, Generator, PromptCounter};
+pub use generator::{ChunkStream, Generator, ImageGenerator, ImageRequest, PromptCounter};
 pub use history::HistoryStore;
 pub use model::{Framing, ModelFamily, ModelProfile, Route, SamplingRule};
 pub use pipeline::{
@@ -32,6 +32,6 @@ pub use prompt::{
 pub use retriever::Retriever;
 pub use tokens::{Cl100kCounter, TokenCounter, TokenScheme};
 pub use types::{
-    Chunk, Citation, Filter, GenerationParams, Passage, RetrievalRequest, Retrieved, SessionId,
-    StopReason, Turn, TurnId, Usage, UserContext,
+    Chunk, Citation, Filter, GenerationParams, Image, ImageFormat, Passage, RetrievalRequest,
+    Retrieved, SessionId, StopReason, Turn, TurnId, Usage, UserContext,
 };

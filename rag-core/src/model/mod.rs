@@ -217,6 +217,8 @@ pub struct ModelProfile {
     pub sampling: SamplingRule,
     /// Whether Bedrock streams its answers (the pipeline only streams).
     pub streams: bool,
+    /// Whether it takes images in its messages ([`crate::Message::images`]).
+    pub images: bool,
 }
 
 impl ModelProfile {
@@ -233,7 +235,14 @@ impl ModelProfile {
             framing: family.default_framing(),
             sampling: SamplingRule::Any,
             streams: true,
+            images: false,
         }
+    }
+
+    /// Takes images in its messages (or not) instead.
+    pub fn with_images(mut self, images: bool) -> Self {
+        self.images = images;
+        self
     }
 
     /// Counts its tokens with `tokens` instead.

@@ -29,6 +29,7 @@ pub(super) struct Entry {
     pub(super) tokens: TokenScheme,
     pub(super) sampling: SamplingRule,
     pub(super) streams: bool,
+    pub(super) images: bool,
 }
 
 impl Entry {
@@ -43,6 +44,7 @@ impl Entry {
             framing: self.family.default_framing(),
             sampling: self.sampling,
             streams: self.streams,
+            images: self.images,
         }
     }
 }
@@ -69,6 +71,7 @@ const fn native(
         tokens,
         sampling: SamplingRule::Any,
         streams: true,
+        images: false,
     }
 }
 
@@ -80,8 +83,11 @@ const fn claude(
     per_mille: u32,
     sampling: SamplingRule,
 ) -> Entry {
+    // Every Claude Messages model (Claude 3 and later) takes images: Bedrock's Claude Messages
+    // page, "Multimodal prompts".
     Entry {
         sampling,
+        images: true,
         ..native(
             prefix,
             ModelFamily::Claude,

@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::model::{ModelFamily, ModelProfile};
-use crate::types::{Passage, Turn};
+use crate::types::{Image, Passage, Turn};
 
 mod budget;
 mod claude;
@@ -154,13 +154,21 @@ pub enum Role {
     Assistant,
 }
 
-/// One message of a chat prompt.
+/// One message of a chat prompt: its text and, for models that take image input, images.
+///
+/// Images go before the text in the request (Anthropic's vision guide: "Claude works best when
+/// images come before text"; Converse takes the same order). Only generators of models that
+/// take images accept a message with images ([`crate::ModelProfile::images`]); the others
+/// refuse it before any call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     /// Who says it.
     pub role: Role,
     /// What is said.
     pub content: String,
+    /// Images shown with the text (user messages only), before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<Image>,
 }
 
 impl Message {
@@ -169,6 +177,7 @@ impl Message {
         Message {
             role: Role::User,
             content: content.into(),
+            images: Vec::new(),
         }
     }
 
@@ -177,7 +186,14 @@ impl Message {
         Message {
             role: Role::Assistant,
             content: content.into(),
+            images: Vec::new(),
         }
+    }
+
+    /// Adds an image, shown before the text.
+    pub fn with_image(mut self, image: Image) -> Self {
+        self.images.push(image);
+        self
     }
 }
 
