@@ -57,6 +57,10 @@ pub use rag_kendra as kendra;
 #[cfg(feature = "dynamodb")]
 pub use rag_dynamodb as dynamodb;
 
+/// Apps of chained prompt steps (feature `app`; their Bedrock models with `full`).
+#[cfg(feature = "app")]
+pub use rag_app as app;
+
 /// The README's examples, run as doc tests.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use rag_core::{
     Ask, ChatTemplate, Chunk, Citation, Error, Event, Generator, HistoryStore, Image,
-    ImageGenerator, ImageRequest, Message, ModelFamily, Pipeline, Prompt, PromptKind, Result,
+    ImageGenerator, ImageRequest, Message, ModelFamily, Pipeline, Prompt, PromptKind, PromptTemplate, Result,
     RetryPolicy, Retriever, SessionId, Stage, StopReason, Usage,
 };
 use serde_json::json;
@@ -32,6 +32,50 @@ pub trait Models: Send + Sync + fmt::Debug {
 
     /// The generator of an image model.
     fn image_generator(&self, model_id: &str) -> Result<Arc<dyn ImageGenerator>>;
+
+    /// What answers a `rag` node's question: by default [`Models::generator`] with the
+    /// model's own template (chosen from its profile). A host can answer otherwise, for
+    /// example offline with an extractive generator and its template.
+    fn rag_answerer(&self, model_id: &str) -> Result<RagAnswerer> {
+        Ok(RagAnswerer {
+            generator: self.generator(model_id)?,
+            template: None,
+        })
+    }
+}
+
+impl<T: Models + ?Sized> Models for Box<T> {
+    fn generator(&self, model_id: &str) -> Result<Arc<dyn Generator>> {
+        (**self).generator(model_id)
+    }
+    fn image_generator(&self, model_id: &str) -> Result<Arc<dyn ImageGenerator>> {
+        (**self).image_generator(model_id)
+    }
+    fn rag_answerer(&self, model_id: &str) -> Result<RagAnswerer> {
+        (**self).rag_answerer(model_id)
+    }
+}
+
+impl<T: Models + ?Sized> Models for Arc<T> {
+    fn generator(&self, model_id: &str) -> Result<Arc<dyn Generator>> {
+        (**self).generator(model_id)
+    }
+    fn image_generator(&self, model_id: &str) -> Result<Arc<dyn ImageGenerator>> {
+        (**self).image_generator(model_id)
+    }
+    fn rag_answerer(&self, model_id: &str) -> Result<RagAnswerer> {
+        (**self).rag_answerer(model_id)
+    }
+}
+
+/// The generator of a `rag` node's pipeline, and the template it needs when the model's own
+/// would not fit it.
+#[derive(Debug, Clone)]
+pub struct RagAnswerer {
+    /// The generator.
+    pub generator: Arc<dyn Generator>,
+    /// Its template; `None` for the model's own.
+    pub template: Option<Arc<dyn PromptTemplate>>,
 }
 
 /// What a node made.
@@ -421,20 +465,23 @@ impl Runner {
                             n.id
                         ));
                     }
-                    let generator = match self.text_generator(&n.id, &r.model) {
-                        Ok(g) => Some(g),
+                    let answerer = match self.inner.models.rag_answerer(&r.model) {
+                        Ok(a) => Some(a),
                         Err(e) => {
-                            problems.push(e.to_string());
+                            problems.push(format!(
+                                "node `{}`: model `{}` is not available: {e}",
+                                n.id, r.model
+                            ));
                             None
                         }
                     };
-                    match (retriever, generator, &self.inner.history) {
-                        (Some(retriever), Some(generator), Some(history)) => Work::Rag {
+                    match (retriever, answerer, &self.inner.history) {
+                        (Some(retriever), Some(answerer), Some(history)) => Work::Rag {
                             pipeline: rag_pipeline(
                                 &self.inner,
                                 n,
                                 r,
-                                generator,
+                                answerer,
                                 retriever.clone(),
                                 history.clone(),
                             )
@@ -559,7 +606,7 @@ fn rag_pipeline(
     inner: &Inner,
     n: &PlanNode,
     rag: &RagNode,
-    generator: Arc<dyn Generator>,
+    answerer: RagAnswerer,
     retriever: Arc<dyn Retriever>,
     history: Arc<dyn HistoryStore>,
 ) -> Result<Arc<Pipeline>> {
@@ -572,7 +619,10 @@ fn rag_pipeline(
         .with_model_profile(profile)
         .with_retry(inner.retry.clone())
         .with_params(rag.params.params());
-    builder = if profile.family == ModelFamily::Claude || generator.accepts() != PromptKind::Chat {
+    let generator = answerer.generator;
+    builder = if let Some(template) = answerer.template {
+        builder.with_template(template)
+    } else if profile.family == ModelFamily::Claude || generator.accepts() != PromptKind::Chat {
         builder.with_template(rag_core::template_for_profile(&profile))
     } else {
         builder.with_template(
