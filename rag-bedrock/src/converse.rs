@@ -1,13 +1,17 @@
 //! ConverseStream: the family-independent chat API.
 
+use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ContentBlockDelta, ConversationRole, ConverseStreamOutput,
-    InferenceConfiguration, Message as SdkMessage, SystemContentBlock,
+    ContentBlock, ContentBlockDelta, ConversationRole, ConverseStreamOutput, ImageBlock,
+    ImageFormat as SdkImageFormat, ImageSource, InferenceConfiguration, Message as SdkMessage,
+    SystemContentBlock,
 };
-use rag_core::{Chunk, Error, GenerationParams, Prompt, Result, Role, StopReason, Usage};
+use rag_core::{
+    Chunk, Error, GenerationParams, Image, ImageFormat, Prompt, Result, Role, StopReason, Usage,
+};
 use serde_json::{json, Value};
 
-use crate::native::{chat_prompt, claude_stop_reason};
+use crate::native::{chat_prompt, check_images, claude_stop_reason, CONVERSE_IMAGE_LIMITS};
 use crate::stream::EventDecoder;
 
 /// The parts of a ConverseStream request that come from the prompt and the settings.
@@ -38,6 +42,7 @@ pub(crate) fn converse_request(
             )),
             Prompt::Chat { .. } => chat_prompt("converse", prompt)?,
         };
+    check_images(messages, &CONVERSE_IMAGE_LIMITS)?;
     // A model that takes no system prompt in Converse (Titan; Mistral 7B and Mixtral) gets
     // the system text at the top of the first user message instead.
     let (system, folded) = match system.filter(|s| !s.is_empty()) {
@@ -48,16 +53,26 @@ pub(crate) fn converse_request(
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let content = match folded {
+            let text = match folded {
+                Some(system) if i == 0 && m.content.trim().is_empty() => system.to_owned(),
                 Some(system) if i == 0 => format!("{system}\n\n{}", m.content),
                 _ => m.content.clone(),
             };
+            // Images first, then the text unless a message of images alone has none.
+            let mut content = m
+                .images
+                .iter()
+                .map(image_block)
+                .collect::<Result<Vec<_>>>()?;
+            if !text.trim().is_empty() || content.is_empty() {
+                content.push(ContentBlock::Text(text));
+            }
             SdkMessage::builder()
                 .role(match m.role {
                     Role::User => ConversationRole::User,
                     Role::Assistant => ConversationRole::Assistant,
                 })
-                .content(ContentBlock::Text(content))
+                .set_content(Some(content))
                 .build()
                 .map_err(|e| Error::invalid_input("prompt", e.to_string()))
         })
@@ -90,6 +105,23 @@ pub(crate) fn converse_request(
         inference,
         additional_fields: fields,
     })
+}
+
+/// An image as Converse's `ImageBlock`: its format and its bytes (the SDK writes them as
+/// base64: `{"image": {"format": "png", "source": {"bytes": "..."}}}` on the wire).
+fn image_block(image: &Image) -> Result<ContentBlock> {
+    let format = match image.format() {
+        ImageFormat::Png => SdkImageFormat::Png,
+        ImageFormat::Jpeg => SdkImageFormat::Jpeg,
+        ImageFormat::Gif => SdkImageFormat::Gif,
+        ImageFormat::Webp => SdkImageFormat::Webp,
+    };
+    ImageBlock::builder()
+        .format(format)
+        .source(ImageSource::Bytes(Blob::new(image.bytes())))
+        .build()
+        .map(ContentBlock::Image)
+        .map_err(|e| Error::invalid_input("prompt.images", e.to_string()))
 }
 
 /// Whether `model_id` takes a system prompt through Converse: Bedrock's table of Converse
@@ -221,6 +253,31 @@ mod tests {
         assert_eq!(text, "Be brief.\n\nhi");
         let req = converse_request("amazon.nova-lite-v1:0", &prompt, &params, None).unwrap();
         assert_eq!(req.system.map(|s| s.len()), Some(1));
+    }
+
+    #[test]
+    fn images_become_image_blocks_before_the_text() {
+        let png = rag_core::Image::from_bytes(rag_core::testing::TINY_PNG).unwrap();
+        let prompt = Prompt::Chat {
+            system: Some("Be brief.".into()),
+            messages: vec![rag_core::Message::user("").with_image(png.clone())],
+        };
+        let params = GenerationParams::default();
+        let req = converse_request("amazon.nova-lite-v1:0", &prompt, &params, None).unwrap();
+        let [ContentBlock::Image(block)] = req.messages[0].content.as_slice() else {
+            panic!("one image block: {:?}", req.messages[0].content)
+        };
+        assert_eq!(block.format, SdkImageFormat::Png);
+        let Some(ImageSource::Bytes(bytes)) = &block.source else {
+            panic!("bytes")
+        };
+        assert_eq!(bytes.as_ref(), rag_core::testing::TINY_PNG);
+        // Titan takes no system prompt: it becomes the text after the image.
+        let req = converse_request("amazon.titan-text-express-v1", &prompt, &params, None).unwrap();
+        assert!(matches!(
+            req.messages[0].content.as_slice(),
+            [ContentBlock::Image(_), ContentBlock::Text(t)] if t == "Be brief."
+        ));
     }
 
     #[test]

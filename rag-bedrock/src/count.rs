@@ -179,3 +179,44 @@ impl BedrockTokenCounterBuilder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
+    use aws_sdk_bedrockruntime::types::ContentBlock;
+
+    use super::*;
+
+    #[test]
+    fn a_chat_prompt_is_counted_with_its_images() {
+        let config = aws_sdk_bedrockruntime::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::for_tests())
+            .endpoint_url("http://127.0.0.1:9")
+            .build();
+        let counter = BedrockTokenCounter::builder("us.anthropic.claude-3-5-sonnet-20241022-v2:0")
+            .with_client(Client::from_conf(config))
+            .build()
+            .unwrap();
+        let png = rag_core::Image::from_bytes(rag_core::testing::TINY_PNG).unwrap();
+        let prompt = Prompt::Chat {
+            system: None,
+            messages: vec![rag_core::Message::user("What is this?").with_image(png)],
+        };
+        let CountTokensInput::Converse(request) = counter
+            .input(&prompt, &GenerationParams::default())
+            .unwrap()
+        else {
+            panic!("a Converse count")
+        };
+        let content = &request.messages.unwrap()[0].content;
+        assert!(
+            matches!(
+                content.as_slice(),
+                [ContentBlock::Image(_), ContentBlock::Text(t)] if t == "What is this?"
+            ),
+            "{content:?}"
+        );
+    }
+}

@@ -92,6 +92,7 @@ service_codes!(
 impl ServiceCode for aws_sdk_bedrockruntime::operation::invoke_model_with_response_stream::InvokeModelWithResponseStreamError {}
 impl ServiceCode for aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamError {}
 impl ServiceCode for aws_sdk_bedrockruntime::operation::count_tokens::CountTokensError {}
+impl ServiceCode for aws_sdk_bedrockruntime::operation::invoke_model::InvokeModelError {}
 #[cfg(feature = "knowledge-bases")]
 impl ServiceCode for aws_sdk_bedrockagentruntime::operation::retrieve::RetrieveError {}
 

@@ -51,6 +51,7 @@ pub struct BedrockGenerator {
     model_id: String,
     api: Api,
     profile: Option<ModelProfile>,
+    images: Option<bool>,
     idle_timeout: Duration,
     request_timeout: Duration,
     additional_fields: Option<Value>,
@@ -113,10 +114,19 @@ impl BedrockGenerator {
         self.api == Api::Converse
     }
 
+    /// Whether the model takes images in its messages on the API this generator calls, when
+    /// known: from the profile given to the builder, else from the model table (for
+    /// ConverseStream, [`rag_core::model::converse_takes_images`]). A prompt with images for a
+    /// model that takes none is refused before any call; `None` leaves it to Bedrock.
+    pub fn takes_images(&self) -> Option<bool> {
+        self.images
+    }
+
     /// The InvokeModel request body this generator sends for `prompt` with `params` (native
     /// mode), checked as a call would check it; for inspection, logging and tests.
     pub fn request_body(&self, prompt: &Prompt, params: &GenerationParams) -> Result<Vec<u8>> {
         self.check(params)?;
+        self.check_images(prompt)?;
         match self.api {
             Api::Native(family) => request_body(family, prompt, params),
             Api::Converse => Err(Error::config(
@@ -129,6 +139,29 @@ impl BedrockGenerator {
         params.validate()?;
         if let Some(profile) = self.profile {
             profile.check_params(&self.model_id, params)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses images for a model known to take none (the request would fail at Bedrock, or
+    /// worse, for a text-only family, be sent without them).
+    fn check_images(&self, prompt: &Prompt) -> Result<()> {
+        let Prompt::Chat { messages, .. } = prompt else {
+            return Ok(());
+        };
+        if self.images == Some(false) && messages.iter().any(|m| !m.images.is_empty()) {
+            let api = if self.is_converse() {
+                "through ConverseStream"
+            } else {
+                "through its native API"
+            };
+            return Err(Error::invalid_input(
+                "prompt.images",
+                format!(
+                    "{} takes no images {api}; send the prompt to a model that takes images                      (Claude 3 and later, Amazon Nova Lite or Pro, ...)",
+                    self.model_id
+                ),
+            ));
         }
         Ok(())
     }
@@ -209,6 +242,7 @@ impl BedrockGenerator {
 impl Generator for BedrockGenerator {
     async fn generate(&self, prompt: &Prompt, params: &GenerationParams) -> Result<ChunkStream> {
         self.check(params)?;
+        self.check_images(prompt)?;
         match self.api {
             Api::Native(family) => self.invoke(family, prompt, params).await,
             Api::Converse => self.converse_stream(prompt, params).await,
@@ -415,11 +449,17 @@ impl BedrockGeneratorBuilder {
                 .ok()
                 .filter(|p| matches!(api, Api::Native(f) if f == p.family) || api == Api::Converse)
         });
+        let images = match (self.profile, api) {
+            (Some(given), _) => Some(given.images),
+            (None, Api::Converse) => rag_core::model::converse_takes_images(&self.model_id),
+            (None, Api::Native(_)) => profile.map(|p| p.images),
+        };
         Ok(BedrockGenerator {
             client,
             model_id: self.model_id,
             api,
             profile,
+            images,
             idle_timeout: self.idle_timeout,
             request_timeout: self.request_timeout,
             additional_fields: self.additional_fields,

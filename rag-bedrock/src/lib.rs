@@ -8,6 +8,7 @@ mod count;
 mod document;
 mod error;
 mod generator;
+mod image;
 #[cfg(feature = "knowledge-bases")]
 mod knowledge_base;
 mod native;
@@ -15,6 +16,7 @@ mod stream;
 
 pub use count::{BedrockTokenCounter, BedrockTokenCounterBuilder};
 pub use generator::{BedrockGenerator, BedrockGeneratorBuilder};
+pub use image::{BedrockImageGenerator, BedrockImageGeneratorBuilder};
 #[cfg(feature = "knowledge-bases")]
 pub use knowledge_base::{KnowledgeBaseRetriever, KnowledgeBaseRetrieverBuilder};
 

@@ -19,7 +19,9 @@ pub mod types;
 pub use error::{BoxError, Error, Result, Stage};
 pub use generator::{ChunkStream, Generator, ImageGenerator, ImageRequest, PromptCounter};
 pub use history::HistoryStore;
-pub use model::{Framing, ModelFamily, ModelProfile, Route, SamplingRule};
+pub use model::{
+    Framing, ImageModelFamily, ImageModelProfile, ModelFamily, ModelProfile, Route, SamplingRule,
+};
 pub use pipeline::{
     AnswerStream, Ask, DeadLetter, DeadLetterLimits, DeadLetterSink, DeadLetterStats, Event,
     Failure, Pipeline, PipelineBuilder, RetryPolicy, ShutdownReport, Summary, Warning,

@@ -3,5 +3,7 @@
 mod request;
 mod response;
 
-pub(crate) use request::{chat_prompt, has_native_format, request_body};
+pub(crate) use request::{
+    chat_prompt, check_images, has_native_format, request_body, CONVERSE_IMAGE_LIMITS, F32,
+};
 pub(crate) use response::{claude_stop_reason, ChunkParser};

@@ -38,16 +38,10 @@ pub(crate) fn request_body(
                 anthropic_version: ANTHROPIC_VERSION,
                 max_tokens: params.max_tokens,
                 system: system.filter(|s| !s.is_empty()),
-                messages: messages
-                    .iter()
-                    .map(|m| ClaudeMessage {
-                        role: role_name(m.role),
-                        content: [TextBlock {
-                            kind: "text",
-                            text: &m.content,
-                        }],
-                    })
-                    .collect(),
+                messages: {
+                    check_images(messages, &CLAUDE_IMAGE_LIMITS)?;
+                    messages.iter().map(claude_message).collect()
+                },
                 temperature: params.temperature.map(F32),
                 top_p: params.top_p.map(F32),
                 top_k: params.top_k,
@@ -144,14 +138,146 @@ struct ClaudeBody<'a> {
 #[derive(Serialize)]
 struct ClaudeMessage<'a> {
     role: &'static str,
-    content: [TextBlock<'a>; 1],
+    content: Vec<ClaudeBlock<'a>>,
+}
+
+/// A content block of a Claude message. An image is
+/// `{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "..."}}`:
+/// Bedrock's Claude Messages page
+/// (<https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-anthropic-claude-messages.html>,
+/// "Multimodal prompts") and Anthropic's vision guide
+/// (<https://platform.claude.com/docs/en/build-with-claude/vision>, which says "On Amazon
+/// Bedrock and Google Cloud, only base64-encoded sources are currently available").
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum ClaudeBlock<'a> {
+    Image { source: Base64Source<'a> },
+    Text { text: &'a str },
 }
 
 #[derive(Serialize)]
-struct TextBlock<'a> {
+struct Base64Source<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    text: &'a str,
+    media_type: &'static str,
+    data: Base64<'a>,
+}
+
+/// Bytes written as base64 (standard alphabet, padded) straight into the body.
+struct Base64<'a>(&'a [u8]);
+
+impl Serialize for Base64<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(&base64::display::Base64Display::new(
+            self.0,
+            &base64::engine::general_purpose::STANDARD,
+        ))
+    }
+}
+
+/// A message's blocks: its images first (Anthropic: "Claude works best when images come
+/// before text"), then its text unless a message of images alone has none.
+fn claude_message(m: &Message) -> ClaudeMessage<'_> {
+    let mut content: Vec<ClaudeBlock<'_>> = m
+        .images
+        .iter()
+        .map(|image| ClaudeBlock::Image {
+            source: Base64Source {
+                kind: "base64",
+                media_type: image.format().media_type(),
+                data: Base64(image.bytes()),
+            },
+        })
+        .collect();
+    if !m.content.trim().is_empty() || m.images.is_empty() {
+        content.push(ClaudeBlock::Text { text: &m.content });
+    }
+    ClaudeMessage {
+        role: role_name(m.role),
+        content,
+    }
+}
+
+/// How many images a request may carry, and how large each may be.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ImageLimits {
+    /// The API's name, for errors.
+    pub(crate) api: &'static str,
+    /// The most images in one message.
+    pub(crate) per_message: usize,
+    /// The most images in the whole request.
+    pub(crate) per_request: usize,
+    /// The most bytes of one image.
+    pub(crate) max_bytes: usize,
+}
+
+/// 3.75 MB, the most bytes of one image: Bedrock's Converse `Message` reference ("Each
+/// image's size, height, and width must be no more than 3.75 MB, 8000 px, and 8000 px");
+/// 3.75 MiB is what Anthropic's 5 MB limit on the base64 text leaves of the bytes (x 3/4).
+const MAX_IMAGE_BYTES: usize = 3_932_160;
+
+/// Claude Messages: Anthropic's vision guide takes "up to 100 [images] for models with a
+/// 200k-token context window" (600 for larger ones; the smaller count is kept for every
+/// Claude model), in any message.
+pub(crate) const CLAUDE_IMAGE_LIMITS: ImageLimits = ImageLimits {
+    api: "Claude Messages",
+    per_message: 100,
+    per_request: 100,
+    max_bytes: MAX_IMAGE_BYTES,
+};
+
+/// Converse: "You can include up to 20 images" in a message's content (Bedrock's `Message`
+/// reference, <https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Message.html>).
+pub(crate) const CONVERSE_IMAGE_LIMITS: ImageLimits = ImageLimits {
+    api: "Converse",
+    per_message: 20,
+    per_request: usize::MAX,
+    max_bytes: MAX_IMAGE_BYTES,
+};
+
+/// Checks the images of `messages` against `limits`. The pixel sizes (8000 x 8000 at most)
+/// are left to the service: checking them would mean reading each format's header.
+pub(crate) fn check_images(messages: &[Message], limits: &ImageLimits) -> Result<()> {
+    let api = limits.api;
+    let mut total = 0;
+    for (i, m) in messages.iter().enumerate() {
+        if m.images.len() > limits.per_message {
+            return Err(Error::invalid_input(
+                "prompt.images",
+                format!(
+                    "message {i} has {} images; {api} takes at most {} in a message",
+                    m.images.len(),
+                    limits.per_message
+                ),
+            ));
+        }
+        if let Some((j, image)) = m
+            .images
+            .iter()
+            .enumerate()
+            .find(|(_, image)| image.bytes().len() > limits.max_bytes)
+        {
+            return Err(Error::invalid_input(
+                "prompt.images",
+                format!(
+                    "image {j} of message {i} is {} bytes; {api} takes images of at most {} bytes (3.75 MB)",
+                    image.bytes().len(),
+                    limits.max_bytes
+                ),
+            ));
+        }
+        total += m.images.len();
+    }
+    if total > limits.per_request {
+        return Err(Error::invalid_input(
+            "prompt.images",
+            format!(
+                "the prompt has {total} images; {api} takes at most {} in a request",
+                limits.per_request
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Claude legacy text completions.
@@ -217,7 +343,7 @@ struct MistralBody<'a> {
 
 /// An `f32` setting written as the decimal it was given as (`0.7`, not
 /// `0.699999988079071`).
-struct F32(f32);
+pub(crate) struct F32(pub(crate) f32);
 
 impl Serialize for F32 {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -278,10 +404,27 @@ fn check_messages(messages: &[Message]) -> Result<()> {
             "the first message of a chat prompt must be the user's",
         ));
     }
-    if let Some(i) = messages.iter().position(|m| m.content.trim().is_empty()) {
+    // A message of images alone is whole; one with neither text nor images is empty.
+    if let Some(i) = messages
+        .iter()
+        .position(|m| m.content.trim().is_empty() && m.images.is_empty())
+    {
         return Err(Error::invalid_input(
             "prompt",
             format!("message {i} of the chat prompt is empty"),
+        ));
+    }
+    // Both APIs take images "only ... if the role is user" (Bedrock's Converse `Message`
+    // reference; Claude's assistant turns are its own text).
+    if let Some(i) = messages
+        .iter()
+        .position(|m| m.role == Role::Assistant && !m.images.is_empty())
+    {
+        return Err(Error::invalid_input(
+            "prompt.images",
+            format!(
+                "message {i} is the assistant's and has images; only user messages take images"
+            ),
         ));
     }
     if let Some(i) = messages.windows(2).position(|w| w[0].role == w[1].role) {
@@ -384,6 +527,70 @@ mod tests {
             };
             assert!(request_body(ModelFamily::Claude, &prompt, &params()).is_err());
         }
+    }
+
+    fn png() -> rag_core::Image {
+        rag_core::Image::from_bytes(rag_core::testing::TINY_PNG).unwrap()
+    }
+
+    #[test]
+    fn claude_images_go_before_the_text_and_may_stand_alone() {
+        let data = png().to_base64();
+        let prompt = Prompt::Chat {
+            system: None,
+            messages: vec![
+                Message::user("What is this?").with_image(png()),
+                Message::assistant("A pixel."),
+                Message::user("").with_image(png()).with_image(png()),
+            ],
+        };
+        let body = request_body(ModelFamily::Claude, &prompt, &params()).unwrap();
+        let image = json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": data}});
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": [image, {"type": "text", "text": "What is this?"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "A pixel."}]},
+                {"role": "user", "content": [image, image]}
+            ])
+        );
+    }
+
+    #[test]
+    fn images_only_in_user_messages_and_within_the_limits() {
+        let field = |messages: Vec<Message>| {
+            let prompt = Prompt::Chat {
+                system: None,
+                messages,
+            };
+            match request_body(ModelFamily::Claude, &prompt, &params()) {
+                Err(Error::InvalidInput { field, .. }) => field,
+                other => panic!("expected InvalidInput, got {other:?}"),
+            }
+        };
+        assert_eq!(
+            field(vec![
+                Message::user("a"),
+                Message::assistant("b").with_image(png())
+            ]),
+            "prompt.images"
+        );
+        let mut many = Message::user("compare");
+        many.images = vec![png(); 101];
+        assert_eq!(field(vec![many]), "prompt.images");
+        let mut large = rag_core::testing::TINY_PNG.to_vec();
+        large.resize(MAX_IMAGE_BYTES + 1, 0);
+        let large = rag_core::Image::from_bytes(large).unwrap();
+        assert_eq!(
+            field(vec![Message::user("a").with_image(large)]),
+            "prompt.images"
+        );
+        // Neither text nor images is still empty.
+        assert_eq!(field(vec![Message::user(" ")]), "prompt");
+        let mut twenty_one = Message::user("compare");
+        twenty_one.images = vec![png(); 21];
+        assert!(check_images(&[twenty_one.clone()], &CLAUDE_IMAGE_LIMITS).is_ok());
+        assert!(check_images(&[twenty_one], &CONVERSE_IMAGE_LIMITS).is_err());
     }
 
     #[test]

@@ -365,3 +365,11 @@ pub fn stop(chunks: &[rag_core::Chunk]) -> Option<rag_core::StopReason> {
 pub fn decoded_path(recorded: &Recorded) -> String {
     recorded.path.replace("%3A", ":").replace("%3a", ":")
 }
+
+/// An InvokeModel answer of an image model: `{"images": [<base64>], "error": null}`.
+pub fn image_answer(png: &[u8]) -> Reply {
+    Reply::ok_json(serde_json::json!({
+        "images": [base64::engine::general_purpose::STANDARD.encode(png)],
+        "error": null
+    }))
+}

@@ -6,6 +6,10 @@
 //! framing its message API adds ([`Framing`]), and the sampling settings it refuses
 //! ([`SamplingRule`]). [`ModelProfile::for_model_id`] looks a Bedrock model id up in the
 //! table; [`route_for_model_id`] gives the API of any id, listed or not.
+//!
+//! Image models have their own table: [`ImageModelProfile::for_model_id`] says what a
+//! text-to-image model takes, and [`ImageModelProfile::check`] checks an
+//! [`crate::ImageRequest`] against it without a client.
 
 use std::fmt;
 
@@ -15,7 +19,10 @@ use crate::error::{Error, Result};
 use crate::tokens::TokenScheme;
 use crate::types::GenerationParams;
 
+mod image;
 mod table;
+
+pub use image::{ImageModelFamily, ImageModelProfile, ImageSizes};
 
 /// A prompt format: models of one family take the same prompt shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -328,6 +335,19 @@ pub fn default_reserve(context_window: usize) -> usize {
 /// that takes the same chat request for every chat model, for every other id.
 pub fn route_for_model_id(model_id: &str) -> Route {
     table::lookup(base_model_id(model_id)).map_or(Route::Converse, |entry| entry.route)
+}
+
+/// Whether Bedrock's Converse API takes images in the messages of `model_id`, when the tables
+/// know: the chat models' own profiles ([`ModelProfile::images`]), the Claude Messages models
+/// (whose Converse vision is their Messages vision), and the vision models the table lists
+/// only for their native text API or not at all (Llama 3.2 11B and 90B Vision, Amazon Nova
+/// Premier, Mistral Pixtral Large). `None` for ids neither table knows: Bedrock decides.
+pub fn converse_takes_images(model_id: &str) -> Option<bool> {
+    let base = base_model_id(model_id);
+    if table::CONVERSE_VISION.iter().any(|p| base.starts_with(p)) {
+        return Some(true);
+    }
+    table::lookup(base).map(|entry| entry.images)
 }
 
 /// The model id without a cross-region inference-profile prefix (and without the ARN around

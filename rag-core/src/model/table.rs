@@ -49,6 +49,17 @@ impl Entry {
     }
 }
 
+/// Models the table does not list (or lists for their native API) that take images through
+/// Converse: "Yes" in the Vision column of Bedrock's Converse feature table for Amazon Nova
+/// Premier; Meta's Llama 3.2 11B and 90B Vision and Mistral's Pixtral Large are vision models
+/// by their vendors' model cards.
+pub(super) const CONVERSE_VISION: [&str; 4] = [
+    "amazon.nova-premier-",
+    "meta.llama3-2-11b-",
+    "meta.llama3-2-90b-",
+    "mistral.pixtral-large-",
+];
+
 /// The first entry whose prefix starts `base_id` (an id without its geography prefix).
 pub(super) fn lookup(base_id: &str) -> Option<&'static Entry> {
     TABLE.iter().find(|e| base_id.starts_with(e.prefix))
@@ -150,7 +161,13 @@ static TABLE: &[Entry] = &[
         CLAUDE_TEXT,
     ),
     // Claude 3 family: 200K windows (Anthropic's model pages); 3.5 answers up to 8,192 tokens,
-    // 3.7 Sonnet up to 64K, the first Claude 3 models up to 4,096.
+    // 3.7 Sonnet up to 64K, the first Claude 3 models up to 4,096. Claude 3.5 Haiku takes no
+    // images on Bedrock: "No" in the Vision column of Bedrock's Converse feature table
+    // (<https://docs.aws.amazon.com/bedrock/latest/userguide/conversation-inference-supported-models-features.html>).
+    Entry {
+        images: false,
+        ..claude("anthropic.claude-3-5-haiku", 200_000, 8_192, C3, ANY)
+    },
     claude("anthropic.claude-3-5-", 200_000, 8_192, C3, ANY),
     claude("anthropic.claude-3-7-", 200_000, 64_000, C3, ANY),
     claude("anthropic.claude-3-", 200_000, 4_096, C3, ANY),
@@ -231,12 +248,17 @@ static TABLE: &[Entry] = &[
         2_048,
         TokenScheme::Cl100k,
     ),
+    // Llama 4 takes images (Meta's Llama 4 model cards: "natively multimodal"). Llama 3.2 11B
+    // and 90B Vision take images through Converse only ([`super::converse_takes_images`]): the
+    // native Llama prompt is text.
+    //
     // Llama 4: Bedrock's Meta page says "You can't use the InvokeModelWithResponseStream or
     // ConverseStream (streaming) operations with Llama 4 Instruct". Windows as measured
     // through Converse (Maverick 1,048,576, Scout 3,500,000); Llama 4's own tokenizer counts up
     // to 1.155x cl100k on the shared corpus.
     Entry {
         streams: false,
+        images: true,
         ..converse(
             "meta.llama4-maverick-",
             1_048_576,
@@ -246,6 +268,7 @@ static TABLE: &[Entry] = &[
     },
     Entry {
         streams: false,
+        images: true,
         ..converse(
             "meta.llama4-scout-",
             3_500_000,
@@ -277,10 +300,18 @@ static TABLE: &[Entry] = &[
     ),
     // Amazon Nova, through Converse: Micro 128K, Lite and Pro 300K, Nova 2 Lite 256K (the
     // context suffixes of Bedrock's fine-tuning table); `maxTokens` up to 5K (Nova's request
-    // schema).
+    // schema). Lite and Pro take images, Micro does not (the Vision column of Bedrock's
+    // Converse feature table); Nova 2 Lite is not in that table and is left without images
+    // until it is.
     converse("amazon.nova-micro-", 128_000, 5_000, GENERIC),
-    converse("amazon.nova-lite-", 300_000, 5_000, GENERIC),
-    converse("amazon.nova-pro-", 300_000, 5_000, GENERIC),
+    Entry {
+        images: true,
+        ..converse("amazon.nova-lite-", 300_000, 5_000, GENERIC)
+    },
+    Entry {
+        images: true,
+        ..converse("amazon.nova-pro-", 300_000, 5_000, GENERIC)
+    },
     converse("amazon.nova-2-lite-", 256_000, 5_000, GENERIC),
     // Mistral. Text completion (`prompt`): Mistral 7B Instruct, Mixtral 8x7B, Mistral Large
     // and Small 2402 (Bedrock's Mistral text-completion page); 32K windows.

@@ -254,3 +254,43 @@ fn the_reserve_scales_with_the_window() {
     assert_eq!(default_reserve(200_000), 2_000);
     assert_eq!(default_reserve(1_000), 16);
 }
+
+#[test]
+fn which_models_take_images() {
+    let native = [
+        ("anthropic.claude-3-haiku-20240307-v1:0", true),
+        ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", true),
+        // "No" in the Vision column of Bedrock's Converse feature table.
+        ("us.anthropic.claude-3-5-haiku-20241022-v1:0", false),
+        ("us.anthropic.claude-3-5-sonnet-20241022-v2:0", true),
+        ("anthropic.claude-v2:1", false),
+        // Llama 3.2 Vision's native prompt is text.
+        ("us.meta.llama3-2-90b-instruct-v1:0", false),
+        ("amazon.nova-lite-v1:0", true),
+        ("us.amazon.nova-pro-v1:0", true),
+        ("amazon.nova-micro-v1:0", false),
+        ("meta.llama4-scout-17b-instruct-v1:0", true),
+        ("deepseek.r1-v1:0", false),
+    ];
+    for (id, images) in native {
+        assert_eq!(
+            ModelProfile::for_model_id(id).unwrap().images,
+            images,
+            "{id}"
+        );
+    }
+    let converse = [
+        ("us.meta.llama3-2-11b-instruct-v1:0", Some(true)),
+        ("us.meta.llama3-2-90b-instruct-v1:0", Some(true)),
+        ("us.meta.llama3-2-3b-instruct-v1:0", Some(false)),
+        ("us.amazon.nova-premier-v1:0", Some(true)),
+        ("us.mistral.pixtral-large-2502-v1:0", Some(true)),
+        ("amazon.nova-micro-v1:0", Some(false)),
+        ("anthropic.claude-3-5-haiku-20241022-v1:0", Some(false)),
+        ("anthropic.claude-3-opus-20240229-v1:0", Some(true)),
+        ("cohere.command-r-plus-v1:0", None),
+    ];
+    for (id, images) in converse {
+        assert_eq!(converse_takes_images(id), images, "{id}");
+    }
+}
