@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use rag_bedrock::sdk::bedrockruntime::Client;
-use rag_bedrock::BedrockGenerator;
+use rag_bedrock::{BedrockGenerator, BedrockImageGenerator};
 use rag_core::{Generator, ImageGenerator, ModelFamily, ModelProfile, Result, Route};
 
 use crate::run::Models;
@@ -45,7 +45,10 @@ impl Models for BedrockModels {
     }
 
     fn image_generator(&self, model_id: &str) -> Result<Arc<dyn ImageGenerator>> {
-        // TEMPORARY until BedrockImageGenerator lands.
-        Err(rag_core::Error::config(format!("no image generator for {model_id} yet")))
+        Ok(Arc::new(
+            BedrockImageGenerator::builder(model_id)
+                .with_client(self.client.clone())
+                .build()?,
+        ))
     }
 }

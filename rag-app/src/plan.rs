@@ -9,16 +9,6 @@ use crate::load::{self, Problem, Problems};
 use crate::refs::{self, Reference};
 use crate::secrets;
 
-// TEMPORARY until the rag-core image catalogue lands.
-mod image_models {
-    pub(super) struct ImageModelProfile;
-    impl ImageModelProfile {
-        pub(super) fn for_model_id(_: &str) -> Result<Self, ()> { Err(()) }
-        pub(super) fn known_ids() -> Vec<&'static str> { vec![] }
-        pub(super) fn check(&self, _: &rag_core::ImageRequest) -> rag_core::Result<()> { Ok(()) }
-    }
-}
-
 /// The models an app may name, and what each takes: the validator asks it, before any run.
 ///
 /// [`BedrockCatalog`] knows the models of rag-core's tables; a host that serves other models
@@ -49,13 +39,13 @@ pub enum ImageProblem {
 }
 
 /// The models of rag-core's tables: Bedrock's text models ([`ModelProfile::for_model_id`])
-/// and image models ([`image_models::ImageModelProfile`]).
+/// and image models ([`rag_core::model::ImageModelProfile`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BedrockCatalog;
 
 impl Catalog for BedrockCatalog {
     fn text_model(&self, model_id: &str) -> Result<ModelProfile, String> {
-        if image_models::ImageModelProfile::for_model_id(model_id).is_ok() {
+        if rag_core::model::ImageModelProfile::for_model_id(model_id).is_ok() {
             return Err(format!(
                 "`{model_id}` is an image model: use it in an `image` node"
             ));
@@ -67,14 +57,14 @@ impl Catalog for BedrockCatalog {
     }
 
     fn check_image(&self, model_id: &str, request: &ImageRequest) -> Result<(), ImageProblem> {
-        let profile = image_models::ImageModelProfile::for_model_id(model_id).map_err(|_| {
+        let profile = rag_core::model::ImageModelProfile::for_model_id(model_id).map_err(|e| {
             ImageProblem::UnknownModel(if ModelProfile::for_model_id(model_id).is_ok() {
                 format!("`{model_id}` is a text model, not an image model")
             } else {
-                format!(
-                    "unknown image model id `{model_id}` (known: {})",
-                    image_models::ImageModelProfile::known_ids().join(", ")
-                )
+                match e {
+                    Error::Config { message } => message,
+                    other => other.to_string(),
+                }
             })
         })?;
         profile.check(request).map_err(|e| match e {

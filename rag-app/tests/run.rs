@@ -492,3 +492,66 @@ async fn problems_before_the_run_call_nothing() {
     assert!(runner.run(&plan, &inputs(&[("nope", "x")])).is_err());
     assert!(server.requests().is_empty());
 }
+
+#[tokio::test]
+async fn an_image_node_reaches_the_next_model_as_an_image_part() {
+    use base64::Engine as _;
+    let png = rag_core::testing::TINY_PNG;
+    let server = Bedrock::start(move |req: Recorded| {
+        async move {
+            if req.path.ends_with("/invoke") {
+                Reply::ok_json(json!({
+                    "images": [base64::engine::general_purpose::STANDARD.encode(png)],
+                    "error": null
+                }))
+            } else {
+                Reply::claude("A lighthouse glowing at dusk.")
+            }
+        }
+        .boxed()
+    })
+    .await;
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/apps/image.json"
+    ))
+    .unwrap();
+    let plan = Plan::from_json(&text).unwrap_or_else(|e| panic!("{e}"));
+    let runner = runner(&server).build().unwrap();
+    let events = events(&runner, &plan, &inputs(&[("subject", "a lighthouse")])).await;
+    let report = report(&events);
+    assert!(report.is_success(), "{report:?}");
+    let image = report.outputs["poster"].image.as_ref().expect("an image");
+    assert_eq!(image.bytes(), png);
+
+    // The image model was asked as its reference spells it.
+    let drawn = server.requests_for("amazon.nova-canvas-v1:0");
+    assert_eq!(drawn.len(), 1);
+    let body = drawn[0].json();
+    assert_eq!(body["taskType"], "TEXT_IMAGE");
+    assert_eq!(
+        body["textToImageParams"]["text"],
+        "A travel poster of a lighthouse, bold flat colours"
+    );
+    assert_eq!(body["textToImageParams"]["negativeText"], "text, watermark");
+    assert_eq!(body["imageGenerationConfig"]["width"], 1024);
+    assert_eq!(body["imageGenerationConfig"]["seed"], 42);
+
+    // The next model received it as an image block, before the text.
+    let captioned = server.requests_for("anthropic.claude-3-5-sonnet-20240620-v1:0");
+    assert_eq!(captioned.len(), 1);
+    let content = &captioned[0].json()["messages"][0]["content"];
+    assert_eq!(content[0]["type"], "image");
+    assert_eq!(content[0]["source"]["type"], "base64");
+    assert_eq!(content[0]["source"]["media_type"], "image/png");
+    assert_eq!(
+        content[0]["source"]["data"],
+        base64::engine::general_purpose::STANDARD.encode(png)
+    );
+    assert_eq!(content[1]["type"], "text");
+    assert_eq!(
+        content[1]["text"],
+        "Write a one-line caption for this poster of a lighthouse. Mention one detail you can see."
+    );
+    assert_eq!(report.outputs["caption"].text, "A lighthouse glowing at dusk.");
+}
