@@ -30,6 +30,8 @@ use rag::{Ask, Citation, Event, Pipeline, SessionId};
 mod backend;
 #[path = "common/docs.rs"]
 mod docs;
+#[path = "common/openai.rs"]
+mod openai;
 
 /// The model used when `--model` is not given.
 const DEFAULT_MODEL: &str = "anthropic.claude-3-haiku-20240307-v1:0";

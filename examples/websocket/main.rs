@@ -30,6 +30,8 @@ mod app;
 mod backend;
 #[path = "../common/docs.rs"]
 mod docs;
+#[path = "../common/openai.rs"]
+mod openai;
 
 /// Serve the RAG pipeline over WebSocket.
 #[derive(Debug, Parser)]
