@@ -382,7 +382,21 @@ pub(crate) fn explain(error: &rag::Error) -> String {
         source = cause.source();
     }
     let lower = text.to_ascii_lowercase();
-    let hint = if ["unrecognizedclient", "security token", "signature"]
+    let hint = if lower.contains("chat completions:") {
+        // The --openai-url server's failures, not AWS's.
+        if ["could not connect", "got no response", "timed out"]
+            .iter()
+            .any(|s| lower.contains(s))
+        {
+            Some("the model server could not be reached: check that it runs and that --openai-url is its base URL (for example http://127.0.0.1:11434/v1)")
+        } else if ["http 401", "http 403"].iter().any(|s| lower.contains(s)) {
+            Some("the model server refused the key: check --api-key (or OPENAI_API_KEY)")
+        } else if lower.contains("http 404") {
+            Some("check the model name (--model) and that the server serves it under --openai-url")
+        } else {
+            None
+        }
+    } else if ["unrecognizedclient", "security token", "signature"]
         .iter()
         .any(|s| lower.contains(s))
     {
@@ -947,6 +961,16 @@ mod tests {
         );
         let denied = rag::Error::retrieval("AccessDeniedException: not allowed", false);
         assert!(explain(&denied).contains("hint: check the IAM permissions"));
+        let local = rag::Error::generation(
+            "chat completions: could not connect to http://127.0.0.1:9/v1/chat/completions",
+            true,
+        );
+        let text = explain(&local);
+        assert!(
+            text.contains("hint: the model server could not be reached"),
+            "{text}"
+        );
+        assert!(!text.contains("AWS"), "{text}");
         let plain = rag::Error::invalid_input("question", "must not be empty");
         assert_eq!(explain(&plain), "invalid question: must not be empty");
     }
