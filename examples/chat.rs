@@ -8,6 +8,8 @@
 //!     --history dynamodb --table chat-history --create-table "What is Lambda?"
 //! cargo run --example chat --features full -- --model amazon.nova-lite-v1:0 --converse \
 //!     --retriever kb --knowledge-base KB12345678
+//! cargo run --example chat --features full -- \
+//!     --openai-url http://127.0.0.1:11434/v1 --model llama3.2   # a local model, no AWS
 //! ```
 //!
 //! The model family, and so the prompt format, comes from `--model`; `--converse` calls
@@ -30,6 +32,8 @@ use rag::{Ask, Citation, Event, Pipeline, SessionId};
 mod backend;
 #[path = "common/docs.rs"]
 mod docs;
+#[path = "common/openai.rs"]
+mod openai;
 
 /// The model used when `--model` is not given.
 const DEFAULT_MODEL: &str = "anthropic.claude-3-haiku-20240307-v1:0";
@@ -38,7 +42,8 @@ const DEFAULT_MODEL: &str = "anthropic.claude-3-haiku-20240307-v1:0";
 #[derive(Debug, Parser)]
 #[command(
     about,
-    after_help = "Without --model the model is anthropic.claude-3-haiku-20240307-v1:0."
+    after_help = "Without --model (and without --openai-url) the model is \
+                  anthropic.claude-3-haiku-20240307-v1:0."
 )]
 pub(crate) struct Args {
     #[command(flatten)]
@@ -58,7 +63,8 @@ async fn main() -> ExitCode {
 /// The chat; returns the exit code: 0 when every answer arrived, 1 when an answer failed,
 /// 2 for configuration, credentials and region problems.
 pub(crate) async fn chat(mut args: Args) -> u8 {
-    if args.backend.model.is_none() {
+    // The default is a Bedrock model; a model on an --openai-url server must be named.
+    if args.backend.model.is_none() && args.backend.openai_url.is_none() {
         args.backend.model = Some(DEFAULT_MODEL.to_string());
     }
     let session = match &args.session {

@@ -4,11 +4,17 @@
 //! cargo run --example quickstart -- "How does the pipeline stream an answer?"
 //! cargo run --example quickstart                      # interactive: one question per line
 //! cargo run --example quickstart -- --docs ~/notes "What did I write about tantivy?"
+//! # A real local model on an OpenAI-compatible server (here Ollama's):
+//! cargo run --example quickstart --features openai -- \
+//!     --openai-url http://127.0.0.1:11434/v1 --model llama3.2 "How are retries handled?"
 //! ```
 //!
 //! It indexes Markdown and text files in a local tantivy index, answers with the extractive
 //! generator (no model, no AWS account), streams the answer to the terminal as it arrives and
-//! lists the passages it came from. In interactive mode every question goes to the same
+//! lists the passages it came from. With `--openai-url URL --model NAME` (and the `openai`
+//! feature) a model on an OpenAI-compatible server (Ollama, vLLM, llama.cpp, LM Studio)
+//! answers instead, from the same index, with a chat prompt inside `--context-window` tokens
+//! (default 8,192; give the server's own). In interactive mode every question goes to the same
 //! conversation, whose turns are kept in an in-memory history (`/history` shows them).
 
 use std::io::{BufRead, Write};
@@ -23,6 +29,8 @@ use rag::{Ask, Citation, Event, HistoryStore, Pipeline, SessionId};
 
 #[path = "common/docs.rs"]
 mod docs;
+#[path = "common/openai.rs"]
+mod openai;
 
 /// Ask questions about a folder of documents, offline.
 #[derive(Debug, Parser)]
@@ -35,6 +43,29 @@ pub(crate) struct Args {
     /// How many passages to retrieve per question.
     #[arg(long, default_value_t = 5)]
     top_k: usize,
+    /// Answer with a model on the OpenAI-compatible server at this base URL (for example
+    /// http://127.0.0.1:11434/v1 for Ollama, http://127.0.0.1:8000/v1 for vLLM) instead of the
+    /// extractive generator. Needs --model, and the `openai` feature.
+    #[arg(long, value_name = "URL", requires = "model")]
+    openai_url: Option<String>,
+    /// The model's name on the server (with --openai-url), for example llama3.2.
+    #[arg(long, value_name = "NAME", requires = "openai_url")]
+    model: Option<String>,
+    /// The model's context window in tokens, as the server runs it (with --openai-url;
+    /// default 8192).
+    #[arg(long, value_name = "N", requires = "openai_url")]
+    context_window: Option<usize>,
+    /// The longest answer in tokens (with --openai-url).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_tokens: u32,
+    /// The key sent as a Bearer token, for servers that ask for one (with --openai-url).
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "OPENAI_API_KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
     /// The question; without one, questions are read from standard input, one per line.
     question: Vec<String>,
 }
@@ -64,14 +95,28 @@ pub(crate) async fn run(
     eprintln!("Indexed {passages} passages from {files} files.");
 
     let history = Arc::new(InMemoryHistory::new());
-    let pipeline = Pipeline::builder()
+    let builder = Pipeline::builder()
         .with_retriever(index)
         .with_history(Arc::clone(&history))
-        .with_template(ExtractiveTemplate::new())
-        .with_generator(ExtractiveGenerator::new())
-        .with_top_k(args.top_k)
-        .build()
-        .map_err(|e| e.to_string())?;
+        .with_top_k(args.top_k);
+    let builder = match (&args.openai_url, &args.model) {
+        (Some(url), Some(model)) => {
+            let local = openai::LocalModel::new(
+                url,
+                model,
+                args.api_key.as_deref(),
+                args.context_window,
+                args.max_tokens,
+            )?;
+            let (builder, what) = local.configure(builder)?;
+            eprintln!("Answering with {what}.");
+            builder
+        }
+        _ => builder
+            .with_template(ExtractiveTemplate::new())
+            .with_generator(ExtractiveGenerator::new()),
+    };
+    let pipeline = builder.build().map_err(|e| e.to_string())?;
     let session = SessionId::new("quickstart").map_err(|e| e.to_string())?;
 
     if !args.question.is_empty() {

@@ -10,6 +10,7 @@
 //! | `knowledge-bases` | `bedrock` | `KnowledgeBaseRetriever` over Bedrock Knowledge Bases |
 //! | `kendra` | `kendra` | `KendraRetriever`: Retrieve/Query, filters, user context |
 //! | `dynamodb` | `dynamodb` | `DynamoDbHistory`: one item per turn, conditional writes |
+//! | `openai` | `openai` | `OpenAiCompatGenerator`: OpenAI-compatible servers (Ollama, vLLM, llama.cpp, LM Studio) |
 //!
 //! ```
 //! use rag::memory::{ExtractiveGenerator, ExtractiveTemplate, InMemoryHistory, TantivyRetriever};
@@ -60,6 +61,11 @@ pub use rag_dynamodb as dynamodb;
 /// Apps of chained prompt steps (feature `app`; their Bedrock models with `full`).
 #[cfg(feature = "app")]
 pub use rag_app as app;
+
+/// OpenAI-compatible chat completions servers: Ollama, vLLM, llama.cpp, LM Studio (feature
+/// `openai`).
+#[cfg(feature = "openai")]
+pub use rag_openai as openai;
 
 /// The README's examples, run as doc tests.
 #[doc = include_str!("../README.md")]

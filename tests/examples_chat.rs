@@ -325,3 +325,35 @@ async fn credentials_that_bedrock_refuses_are_said_plainly() {
         "Bedrock was called"
     );
 }
+
+#[test]
+fn an_openai_url_needs_no_aws_and_names_an_unreachable_server() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    // Not the default Bedrock model: a model on the server must be named.
+    let output = chat(
+        dir.path(),
+        &["--openai-url", "http://127.0.0.1:9/v1", "question"],
+        &[],
+    );
+    check_plain_failure(&output, 2, "--openai-url needs --model NAME");
+    // No AWS environment at all, and no credentials asked for: the answer fails only because
+    // nothing listens on the port, which the error names (exit code 1: the answer failed).
+    let output = chat(
+        dir.path(),
+        &[
+            "--openai-url",
+            "http://127.0.0.1:9/v1",
+            "--model",
+            "llama3.2",
+            "What is Lambda?",
+        ],
+        &[],
+    );
+    check_plain_failure(&output, 1, "127.0.0.1:9/v1/chat/completions");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("llama3.2 at http://127.0.0.1:9/v1/chat/completions"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("AWS"), "no AWS was needed: {stderr}");
+}

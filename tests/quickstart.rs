@@ -185,3 +185,114 @@ async fn a_missing_folder_is_a_plain_error() {
     );
     assert!(out.text().is_empty());
 }
+
+/// A model on an OpenAI-compatible server, played by a loopback HTTP/1.1 server that reads
+/// one chat completions request and streams an answer as server-sent events.
+#[cfg(feature = "openai")]
+mod local_model {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// The answer's pieces, as the model streams them.
+    pub(super) const PIECES: [&str; 4] = [
+        "The pipeline ",
+        "streams tokens ",
+        "as they arrive",
+        " [1].",
+    ];
+
+    /// Serves one request on 127.0.0.1; returns the base URL and the request's JSON body.
+    pub(super) async fn serve_one() -> (String, tokio::task::JoinHandle<serde_json::Value>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut received = Vec::new();
+            let mut buf = [0u8; 4096];
+            let (head_end, length) = loop {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                received.extend_from_slice(&buf[..n]);
+                if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&received[..end]).to_ascii_lowercase();
+                    assert!(head.starts_with("post /v1/chat/completions "), "{head}");
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                        .expect("a content-length");
+                    break (end + 4, length);
+                }
+            };
+            while received.len() < head_end + length {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the body ended early");
+                received.extend_from_slice(&buf[..n]);
+            }
+            let body: serde_json::Value =
+                serde_json::from_slice(&received[head_end..head_end + length]).unwrap();
+            let mut reply = String::from(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
+            );
+            for piece in PIECES {
+                let chunk = serde_json::json!({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]});
+                reply.push_str(&format!("data: {chunk}\n\n"));
+            }
+            reply.push_str(
+                "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            );
+            reply.push_str("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":900,\"completion_tokens\":9}}\n\n");
+            reply.push_str("data: [DONE]\n\n");
+            socket.write_all(reply.as_bytes()).await.unwrap();
+            socket.shutdown().await.unwrap();
+            body
+        });
+        (url, task)
+    }
+}
+
+#[cfg(feature = "openai")]
+#[tokio::test]
+async fn with_openai_url_a_local_model_answers_over_the_local_index() {
+    let (url, server) = local_model::serve_one().await;
+    let question = "How does the pipeline stream an answer?";
+    let (result, out) = run(
+        &[
+            "--openai-url",
+            &url,
+            "--model",
+            "tiny-chat",
+            "--context-window",
+            "4096",
+            "--max-tokens",
+            "200",
+            question,
+        ],
+        "",
+    )
+    .await;
+    let output = out.text();
+    result.unwrap_or_else(|e| panic!("the quickstart failed: {e}\n{output}"));
+    let (answer, sources) = split(&output);
+    assert_eq!(answer, local_model::PIECES.concat().trim());
+    assert!(
+        !sources.is_empty(),
+        "the local index's sources are listed:\n{output}"
+    );
+
+    let body = server.await.unwrap();
+    assert_eq!(body["model"], "tiny-chat");
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["max_tokens"], 200);
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["role"], "system", "{body}");
+    let last = messages.last().unwrap();
+    assert_eq!(last["role"], "user");
+    // The passages of the local index went to the model with the question.
+    let sent = body["messages"].to_string();
+    assert!(sent.contains(question), "{sent}");
+    assert!(
+        sent.contains("<document"),
+        "the passages are in the prompt: {sent}"
+    );
+}

@@ -1,7 +1,8 @@
 //! The backend flags shared by the chat and WebSocket examples, and the pipeline they build.
 //!
 //! Without `--model` the pipeline is the offline one (extractive generator); with it, a
-//! Bedrock model of any family. The retriever is the local index (default), a Kendra index or
+//! Bedrock model of any family, or with `--openai-url URL` a model of that name on an
+//! OpenAI-compatible server (Ollama, vLLM, llama.cpp, LM Studio; the `openai` feature). The retriever is the local index (default), a Kendra index or
 //! a Bedrock knowledge base; the history lives in memory (default) or in DynamoDB. The AWS
 //! pieces need the crate's AWS features (`--features full`).
 
@@ -16,6 +17,7 @@ use rag::model::default_reserve;
 use rag::{GenerationParams, ModelFamily, ModelProfile, Pipeline, Route};
 
 use super::docs;
+use super::openai::LocalModel;
 
 /// Where passages come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -46,8 +48,22 @@ pub(crate) struct BackendArgs {
     /// Mistral, or a chat model behind ConverseStream), prompt format and limits come from
     /// the model table. An id the table does not list (a custom or imported model) needs
     /// --context-window, and is called as a chat model through ConverseStream.
+    /// With --openai-url, the model's name on that server instead.
     #[arg(long, value_name = "MODEL_ID")]
     pub(crate) model: Option<String>,
+    /// Call the model on the OpenAI-compatible server at this base URL (for example
+    /// http://127.0.0.1:11434/v1 for Ollama) instead of Bedrock; --model names it there, and
+    /// --context-window gives its window (default 8192). Needs the `openai` feature.
+    #[arg(long, value_name = "URL")]
+    pub(crate) openai_url: Option<String>,
+    /// The key sent as a Bearer token to the --openai-url server, for servers that ask for one.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "OPENAI_API_KEY",
+        hide_env_values = true
+    )]
+    pub(crate) api_key: Option<String>,
     /// Call ConverseStream instead of the family's native API (any chat model on Bedrock),
     /// with a chat prompt.
     #[arg(long)]
@@ -138,7 +154,7 @@ pub(crate) struct Built {
 impl BackendArgs {
     /// Whether any AWS service is used.
     pub(crate) fn uses_aws(&self) -> bool {
-        self.model.is_some()
+        (self.model.is_some() && self.openai_url.is_none())
             || matches!(self.retriever, RetrieverKind::Kendra | RetrieverKind::Kb)
             || self.history == HistoryKind::Dynamodb
     }
@@ -146,6 +162,16 @@ impl BackendArgs {
     /// Checks the flags that go together, and resolves the model, before anything is loaded
     /// (so a model the example cannot budget for is refused before any AWS call).
     fn check(&self) -> Result<Option<ModelChoice>, Fatal> {
+        if self.openai_url.is_some() && self.model.is_none() {
+            return Err(Fatal::config(
+                "--openai-url needs --model NAME (the model's name on that server)",
+            ));
+        }
+        if self.openai_url.is_some() && self.converse {
+            return Err(Fatal::config(
+                "--converse applies to Bedrock models, not to --openai-url",
+            ));
+        }
         if self.converse && self.model.is_none() {
             return Err(Fatal::config("--converse needs --model"));
         }
@@ -180,6 +206,13 @@ impl BackendArgs {
         let Some(model) = &self.model else {
             return Ok(None);
         };
+        if let Some(local) = self.local_model()? {
+            return Ok(Some(ModelChoice {
+                profile: local.profile,
+                max_tokens: local.max_tokens,
+                window_given: self.context_window.is_some(),
+            }));
+        }
         let mut profile = match (ModelProfile::for_model_id(model), self.context_window) {
             (Ok(profile), None) => profile,
             // The profile is non-exhaustive: change the copy the table gave.
@@ -227,6 +260,22 @@ impl BackendArgs {
             max_tokens,
             window_given: self.context_window.is_some(),
         }))
+    }
+
+    /// The model on the `--openai-url` server, checked; `None` without the flag.
+    fn local_model(&self) -> Result<Option<LocalModel>, Fatal> {
+        match (&self.openai_url, &self.model) {
+            (Some(url), Some(model)) => LocalModel::new(
+                url,
+                model,
+                self.api_key.as_deref(),
+                self.context_window,
+                self.max_tokens,
+            )
+            .map(Some)
+            .map_err(Fatal::config),
+            _ => Ok(None),
+        }
     }
 
     /// Builds the pipeline these flags describe. With AWS pieces, it first checks that a
@@ -279,6 +328,14 @@ impl BackendArgs {
             }
         };
         builder = match (&self.model, choice, &aws) {
+            _ if self.openai_url.is_some() => {
+                let local = self
+                    .local_model()?
+                    .ok_or_else(|| Fatal::config("--openai-url needs --model NAME"))?;
+                let (builder, what) = local.configure(builder).map_err(Fatal::config)?;
+                parts.push(what);
+                builder
+            }
             (Some(model), Some(choice), Some(aws)) => {
                 let (builder, what) = aws.generator(model, choice, builder)?;
                 parts.push(what);
@@ -325,7 +382,21 @@ pub(crate) fn explain(error: &rag::Error) -> String {
         source = cause.source();
     }
     let lower = text.to_ascii_lowercase();
-    let hint = if ["unrecognizedclient", "security token", "signature"]
+    let hint = if lower.contains("chat completions:") {
+        // The --openai-url server's failures, not AWS's.
+        if ["could not connect", "got no response", "timed out"]
+            .iter()
+            .any(|s| lower.contains(s))
+        {
+            Some("the model server could not be reached: check that it runs and that --openai-url is its base URL (for example http://127.0.0.1:11434/v1)")
+        } else if ["http 401", "http 403"].iter().any(|s| lower.contains(s)) {
+            Some("the model server refused the key: check --api-key (or OPENAI_API_KEY)")
+        } else if lower.contains("http 404") {
+            Some("check the model name (--model) and that the server serves it under --openai-url")
+        } else {
+            None
+        }
+    } else if ["unrecognizedclient", "security token", "signature"]
         .iter()
         .any(|s| lower.contains(s))
     {
@@ -705,6 +776,56 @@ mod tests {
     }
 
     #[test]
+    fn an_openai_url_takes_the_model_name_and_a_window_without_aws() {
+        let url = "http://127.0.0.1:11434/v1";
+        let choice = choice(&["--openai-url", url, "--model", "llama3.2"])
+            .expect("accepted")
+            .expect("a model");
+        assert_eq!(
+            choice.profile,
+            ModelProfile::custom(ModelFamily::Chat, 8_192, 1_024),
+            "a chat model with the default window"
+        );
+        assert!(!choice.window_given);
+        let given = profile(&[
+            "--openai-url",
+            url,
+            "--model",
+            "llama3.2",
+            "--context-window",
+            "32768",
+        ]);
+        assert_eq!(given.context_window, 32_768);
+        let cli =
+            Cli::try_parse_from(["test", "--openai-url", url, "--model", "llama3.2"]).unwrap();
+        assert!(!cli.backend.uses_aws(), "the model is not on Bedrock");
+        for (argv, expected) in [
+            (
+                &["--openai-url", url][..],
+                "--openai-url needs --model NAME",
+            ),
+            (
+                &["--openai-url", url, "--model", "m", "--converse"],
+                "--converse applies to Bedrock models",
+            ),
+            (
+                &[
+                    "--openai-url",
+                    url,
+                    "--model",
+                    "m",
+                    "--context-window",
+                    "1000",
+                ],
+                "--context-window 1000 leaves no room for a prompt",
+            ),
+        ] {
+            let message = check(argv).expect_err("refused");
+            assert!(message.starts_with(expected), "{argv:?}: {message}");
+        }
+    }
+
+    #[test]
     fn an_unknown_model_needs_its_context_window() {
         let message = check(&["--model", "acme.unknown-model-v1"]).expect_err("refused");
         assert!(
@@ -840,6 +961,16 @@ mod tests {
         );
         let denied = rag::Error::retrieval("AccessDeniedException: not allowed", false);
         assert!(explain(&denied).contains("hint: check the IAM permissions"));
+        let local = rag::Error::generation(
+            "chat completions: could not connect to http://127.0.0.1:9/v1/chat/completions",
+            true,
+        );
+        let text = explain(&local);
+        assert!(
+            text.contains("hint: the model server could not be reached"),
+            "{text}"
+        );
+        assert!(!text.contains("AWS"), "{text}");
         let plain = rag::Error::invalid_input("question", "must not be empty");
         assert_eq!(explain(&plain), "invalid question: must not be empty");
     }

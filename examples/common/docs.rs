@@ -32,6 +32,7 @@ pub(crate) fn index_docs(
                 "rag-bedrock",
                 "rag-kendra",
                 "rag-dynamodb",
+                "rag-openai",
             ]
             .iter()
             .map(|krate| root.join(krate).join("README.md")),

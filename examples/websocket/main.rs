@@ -6,6 +6,8 @@
 //! cargo run --example websocket --features full -- \
 //!     --model anthropic.claude-3-haiku-20240307-v1:0 --retriever kendra --kendra-index ID \
 //!     --history dynamodb --table chat-history --region us-east-1
+//! cargo run --example websocket --features openai -- \
+//!     --openai-url http://127.0.0.1:11434/v1 --model llama3.2   # a local model, no AWS
 //! ```
 //!
 //! Open `http://127.0.0.1:8080/` for a small page that streams the Markdown answers, or connect
@@ -30,6 +32,8 @@ mod app;
 mod backend;
 #[path = "../common/docs.rs"]
 mod docs;
+#[path = "../common/openai.rs"]
+mod openai;
 
 /// Serve the RAG pipeline over WebSocket.
 #[derive(Debug, Parser)]
