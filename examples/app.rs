@@ -196,7 +196,11 @@ pub(crate) async fn run(args: Args, out: &mut impl Write) -> std::result::Result
                 eprintln!("warning: {warning}");
             }
             let inputs: Inputs = inputs.into_iter().collect();
-            let runner = runner(&aws).await?.with_concurrency(concurrency).build().map_err(|e| e.to_string())?;
+            let runner = runner(&aws)
+                .await?
+                .with_concurrency(concurrency)
+                .build()
+                .map_err(|e| e.to_string())?;
             run_app(&runner, &plan, &inputs, out).await
         }
     }
@@ -310,15 +314,20 @@ pub(crate) async fn run_app(
             current = None;
         }
         match event {
-            RunEvent::Done { node, cached: true, .. } => {
+            RunEvent::Done {
+                node, cached: true, ..
+            } => {
                 eprintln!("[{node}] (from the cache)");
             }
             RunEvent::Failed { node, error } => {
                 writeln!(out, "[{node}] failed: {error}").map_err(w)?;
             }
             RunEvent::Skipped { node, because } => {
-                writeln!(out, "[{node}] skipped: it needs `{because}`, which did not finish")
-                    .map_err(w)?;
+                writeln!(
+                    out,
+                    "[{node}] skipped: it needs `{because}`, which did not finish"
+                )
+                .map_err(w)?;
             }
             RunEvent::Warning { node, message } => eprintln!("[{node}] warning: {message}"),
             RunEvent::Finished(r) => report = Some(r),
@@ -329,14 +338,27 @@ pub(crate) async fn run_app(
     writeln!(out, "\n== outputs").map_err(w)?;
     let outputs: BTreeMap<_, _> = report.outputs.iter().collect();
     for (node, output) in outputs {
-        if matches!(plan.doc().nodes.get(node.as_str()), Some(rag::app::Node::Input(_) | rag::app::Node::Text(_))) {
+        if matches!(
+            plan.doc().nodes.get(node.as_str()),
+            Some(rag::app::Node::Input(_) | rag::app::Node::Text(_))
+        ) {
             continue;
         }
         match &output.image {
             Some(image) => {
-                let path = std::env::temp_dir().join(format!("{}-{node}.{}", plan.doc().id, image.format()));
+                let path = std::env::temp_dir().join(format!(
+                    "{}-{node}.{}",
+                    plan.doc().id,
+                    image.format()
+                ));
                 std::fs::write(&path, image.bytes()).map_err(|e| e.to_string())?;
-                writeln!(out, "{node}: image ({} bytes) written to {}", image.bytes().len(), path.display()).map_err(w)?;
+                writeln!(
+                    out,
+                    "{node}: image ({} bytes) written to {}",
+                    image.bytes().len(),
+                    path.display()
+                )
+                .map_err(w)?;
             }
             None => writeln!(out, "{node}: {}", output.text).map_err(w)?,
         }

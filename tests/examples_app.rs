@@ -21,10 +21,13 @@ fn apps() -> std::path::PathBuf {
 }
 
 async fn example(argv: &[&str]) -> (ExitCode, String) {
-    let args = app_example::Args::try_parse_from(std::iter::once("app").chain(argv.iter().copied()))
-        .expect("the arguments parse");
+    let args =
+        app_example::Args::try_parse_from(std::iter::once("app").chain(argv.iter().copied()))
+            .expect("the arguments parse");
     let mut out = Vec::new();
-    let code = app_example::run(args, &mut out).await.unwrap_or_else(|e| panic!("{e}"));
+    let code = app_example::run(args, &mut out)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     (code, String::from_utf8(out).unwrap())
 }
 
@@ -55,9 +58,18 @@ async fn validate_prints_every_problem_and_exits_2() {
     .unwrap();
     let (code, out) = example(&["validate", file.to_str().unwrap()]).await;
     assert_eq!(code, ExitCode::from(2));
-    assert!(out.contains("$.nodes.a.model: unknown Bedrock model id"), "{out}");
-    assert!(out.contains("$.nodes.a.prompt: {{@missing}} names `missing`"), "{out}");
-    assert!(out.contains("$.nodes.b.params.top_p: 2 is outside"), "{out}");
+    assert!(
+        out.contains("$.nodes.a.model: unknown Bedrock model id"),
+        "{out}"
+    );
+    assert!(
+        out.contains("$.nodes.a.prompt: {{@missing}} names `missing`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("$.nodes.b.params.top_p: 2 is outside"),
+        "{out}"
+    );
     assert!(out.contains("3 problem(s)"), "{out}");
 }
 
@@ -75,7 +87,13 @@ async fn fork_prints_the_app_with_its_provenance() {
 #[tokio::test]
 async fn offline_rag_nodes_run_on_the_local_index() {
     let file = apps().join("docs-answer.json");
-    let (code, out) = example(&["run", file.to_str().unwrap(), "--input", "question=How are model calls retried?"]).await;
+    let (code, out) = example(&[
+        "run",
+        file.to_str().unwrap(),
+        "--input",
+        "question=How are model calls retried?",
+    ])
+    .await;
     assert_eq!(code, ExitCode::SUCCESS, "{out}");
     assert!(out.contains("[answer] "), "{out}");
     assert!(out.contains("[history] "), "{out}");
@@ -109,13 +127,23 @@ async fn run_streams_each_node_prefixed_by_its_id() {
         .boxed()
     })
     .await;
-    let plan = Plan::from_json(&std::fs::read_to_string(apps().join("two-models.json")).unwrap()).unwrap();
-    let runner = Runner::builder(BedrockModels::new(server.client())).build().unwrap();
+    let plan =
+        Plan::from_json(&std::fs::read_to_string(apps().join("two-models.json")).unwrap()).unwrap();
+    let runner = Runner::builder(BedrockModels::new(server.client()))
+        .build()
+        .unwrap();
     let mut out = Vec::new();
-    let code = app_example::run_app(&runner, &plan, &Inputs::new(), &mut out).await.unwrap();
+    let code = app_example::run_app(&runner, &plan, &Inputs::new(), &mut out)
+        .await
+        .unwrap();
     let out = String::from_utf8(out).unwrap();
     assert_eq!(code, ExitCode::SUCCESS, "{out}");
-    for line in ["[pros] Scales to zero.", "[pros] Pays per use.", "[cons] Cold starts.", "[essay] On balance, worth it."] {
+    for line in [
+        "[pros] Scales to zero.",
+        "[pros] Pays per use.",
+        "[cons] Cold starts.",
+        "[essay] On balance, worth it.",
+    ] {
         assert!(out.lines().any(|l| l == line), "no line `{line}` in\n{out}");
     }
     assert!(out.contains("essay: On balance, worth it."), "{out}");

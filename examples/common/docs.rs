@@ -33,6 +33,7 @@ pub(crate) fn index_docs(
                 "rag-kendra",
                 "rag-dynamodb",
                 "rag-openai",
+                "rag-app",
             ]
             .iter()
             .map(|krate| root.join(krate).join("README.md")),

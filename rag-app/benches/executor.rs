@@ -8,7 +8,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use futures::StreamExt;
 use rag_app::{Inputs, Models, Plan, RunEvent, Runner};
 use rag_core::testing::ScriptedGenerator;
-use rag_core::{Generator, GenerationParams, ImageGenerator, Message, Prompt, Result};
+use rag_core::{GenerationParams, Generator, ImageGenerator, Message, Prompt, Result};
 use serde_json::{json, Map, Value};
 
 const NODES: usize = 50;
@@ -24,7 +24,9 @@ impl Models for Scripted {
     }
 
     fn image_generator(&self, model_id: &str) -> Result<Arc<dyn ImageGenerator>> {
-        Err(rag_core::Error::config(format!("no image model {model_id} here")))
+        Err(rag_core::Error::config(format!(
+            "no image model {model_id} here"
+        )))
     }
 }
 
@@ -80,7 +82,9 @@ fn executor(c: &mut Criterion) {
                 for i in 0..NODES {
                     let prompt = Prompt::Chat {
                         system: None,
-                        messages: vec![Message::user(format!("Combine {answer} with {answer} ({i})."))],
+                        messages: vec![Message::user(format!(
+                            "Combine {answer} with {answer} ({i})."
+                        ))],
                     };
                     let mut stream = generator.generate(&prompt, &params).await.expect("starts");
                     while let Some(chunk) = stream.next().await {

@@ -20,5 +20,6 @@ pub use load::{Problem, Problems, MAX_APP_BYTES};
 pub use plan::{validate, validate_json, BedrockCatalog, Catalog, ImageProblem, Plan, MAX_ID_LEN};
 pub use refs::Reference;
 pub use run::{
-    Inputs, Models, NodeOutput, RagAnswerer, RunEvent, RunReport, RunStream, Runner, RunnerBuilder, MAX_TOP_K,
+    Inputs, Models, NodeOutput, RagAnswerer, RunEvent, RunReport, RunStream, Runner, RunnerBuilder,
+    MAX_TOP_K,
 };

@@ -241,10 +241,8 @@ pub(crate) fn load(json: &str) -> Loaded {
                     let id = segments[1].clone();
                     if let Some(nodes) = value.get_mut("nodes").and_then(Value::as_object_mut) {
                         if nodes.remove(&id).is_some() {
-                            out.problems.push(Problem::new(
-                                path_of(&segments),
-                                message.clone(),
-                            ));
+                            out.problems
+                                .push(Problem::new(path_of(&segments), message.clone()));
                             out.broken.insert(id);
                             continue;
                         }
@@ -353,7 +351,9 @@ mod tests {
 
     #[test]
     fn a_valid_app_loads() {
-        let loaded = load(&app(r#""q":{"kind":"input"},"t":{"kind":"text","text":"hi"}"#));
+        let loaded = load(&app(
+            r#""q":{"kind":"input"},"t":{"kind":"text","text":"hi"}"#,
+        ));
         assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
         assert_eq!(loaded.doc.unwrap().nodes.len(), 2);
     }

@@ -1,6 +1,7 @@
 //! Checking an app and making its graph: a [`Plan`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use rag_core::{Error, ImageRequest, ModelProfile, Role};
 
@@ -81,8 +82,14 @@ impl Catalog for BedrockCatalog {
 }
 
 /// A checked app, ready to run: its nodes, their references and the order between them.
+/// Cheap to clone (shared).
 #[derive(Debug, Clone)]
 pub struct Plan {
+    inner: Arc<PlanInner>,
+}
+
+#[derive(Debug)]
+struct PlanInner {
     doc: AppDoc,
     nodes: Vec<PlanNode>,
     index: HashMap<String, usize>,
@@ -122,9 +129,7 @@ impl Plan {
             problems.dedup();
             return Err(Problems(problems));
         }
-        let mut plan = Plan::build(doc, catalog);
-        plan.warnings = loaded.warnings;
-        Ok(plan)
+        Ok(Plan::build(doc, catalog, loaded.warnings))
     }
 
     /// Checks and plans a document already read.
@@ -140,10 +145,10 @@ impl Plan {
             problems.dedup();
             return Err(Problems(problems));
         }
-        Ok(Plan::build(doc, catalog))
+        Ok(Plan::build(doc, catalog, Vec::new()))
     }
 
-    fn build(doc: AppDoc, catalog: &dyn Catalog) -> Plan {
+    fn build(doc: AppDoc, catalog: &dyn Catalog, warnings: Vec<Problem>) -> Plan {
         let index: HashMap<String, usize> = doc
             .nodes
             .keys()
@@ -177,35 +182,37 @@ impl Plan {
             }
         }
         Plan {
-            doc,
-            nodes,
-            index,
-            warnings: Vec::new(),
+            inner: Arc::new(PlanInner {
+                doc,
+                nodes,
+                index,
+                warnings,
+            }),
         }
     }
 
     /// The document.
     pub fn doc(&self) -> &AppDoc {
-        &self.doc
+        &self.inner.doc
     }
 
     /// What loading ignored (fields of a newer minor format version).
     pub fn warnings(&self) -> &[Problem] {
-        &self.warnings
+        &self.inner.warnings
     }
 
     /// The node ids, in the document's (sorted) order.
     pub fn node_ids(&self) -> impl Iterator<Item = &str> {
-        self.nodes.iter().map(|n| n.id.as_str())
+        self.inner.nodes.iter().map(|n| n.id.as_str())
     }
 
     /// The ids of the nodes `id` references.
     pub fn dependencies(&self, id: &str) -> Vec<&str> {
-        self.index.get(id).map_or_else(Vec::new, |&i| {
-            self.nodes[i]
+        self.inner.index.get(id).map_or_else(Vec::new, |&i| {
+            self.inner.nodes[i]
                 .deps
                 .iter()
-                .map(|&d| self.nodes[d].id.as_str())
+                .map(|&d| self.inner.nodes[d].id.as_str())
                 .collect()
         })
     }
@@ -214,10 +221,10 @@ impl Plan {
     /// it, directly or through others.
     pub fn downstream(&self, id: &str) -> BTreeSet<&str> {
         let mut out = BTreeSet::new();
-        let mut stack: Vec<usize> = self.index.get(id).into_iter().copied().collect();
+        let mut stack: Vec<usize> = self.inner.index.get(id).into_iter().copied().collect();
         while let Some(i) = stack.pop() {
-            for &d in &self.nodes[i].dependents {
-                if out.insert(self.nodes[d].id.as_str()) {
+            for &d in &self.inner.nodes[i].dependents {
+                if out.insert(self.inner.nodes[d].id.as_str()) {
                     stack.push(d);
                 }
             }
@@ -226,9 +233,8 @@ impl Plan {
     }
 
     pub(crate) fn nodes(&self) -> &[PlanNode] {
-        &self.nodes
+        &self.inner.nodes
     }
-
 }
 
 /// Checks a document: every problem at once, sorted by path. Empty when it can run.
@@ -434,7 +440,10 @@ fn check_node(
         ] {
             if let Some(v) = value {
                 if !(0.0..=1.0).contains(&v) {
-                    push(&format!("params.{field}"), format!("{v} is outside 0.0..=1.0"));
+                    push(
+                        &format!("params.{field}"),
+                        format!("{v} is outside 0.0..=1.0"),
+                    );
                 }
             }
         }
@@ -481,7 +490,9 @@ fn check_node(
     }
     match node {
         Node::Input(input) => {
-            let max = input.max_chars.unwrap_or(crate::doc::InputNode::DEFAULT_MAX_CHARS);
+            let max = input
+                .max_chars
+                .unwrap_or(crate::doc::InputNode::DEFAULT_MAX_CHARS);
             if input.max_chars == Some(0) {
                 push("max_chars", "must be at least 1".into());
             }
@@ -515,10 +526,16 @@ fn check_node(
         }
         Node::Chat(c) => {
             if c.messages.is_empty() {
-                push("messages", "a chat needs at least one message, from the user".into());
+                push(
+                    "messages",
+                    "a chat needs at least one message, from the user".into(),
+                );
             }
             if c.messages.first().is_some_and(|m| m.role != Role::User) {
-                push("messages[0].role", "the first message is from the user".into());
+                push(
+                    "messages[0].role",
+                    "the first message is from the user".into(),
+                );
             }
             if c.messages.last().is_some_and(|m| m.role != Role::User) {
                 push(
@@ -649,7 +666,8 @@ fn cycles(doc: &AppDoc) -> Vec<Problem> {
             continue;
         }
         // Iterative depth-first search; `stack` is the current path.
-        let mut stack: Vec<(&str, Vec<&str>)> = vec![(start, edges[start].iter().copied().collect())];
+        let mut stack: Vec<(&str, Vec<&str>)> =
+            vec![(start, edges[start].iter().copied().collect())];
         marks.insert(start, Mark::Open);
         while let Some((node, pending)) = stack.last_mut() {
             let node = *node;

@@ -83,10 +83,13 @@ pub(crate) fn parse(template: &str) -> Result<Vec<Piece<'_>>, Vec<String>> {
 
 /// The references of `template` (none when it does not parse).
 pub(crate) fn references(template: &str) -> impl Iterator<Item = Reference> + '_ {
-    parse(template).unwrap_or_default().into_iter().filter_map(|p| match p {
-        Piece::Ref(r) => Some(r),
-        Piece::Text(_) => None,
-    })
+    parse(template)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Ref(r) => Some(r),
+            Piece::Text(_) => None,
+        })
 }
 
 #[cfg(test)]
@@ -112,14 +115,27 @@ mod tests {
                 Piece::Text("."),
             ]
         );
-        assert_eq!(parse("{{@a}}{{@b}}").unwrap(), vec![r("a", None), r("b", None)]);
-        assert_eq!(parse("plain {{ braces }}").unwrap(), vec![Piece::Text("plain {{ braces }}")]);
+        assert_eq!(
+            parse("{{@a}}{{@b}}").unwrap(),
+            vec![r("a", None), r("b", None)]
+        );
+        assert_eq!(
+            parse("plain {{ braces }}").unwrap(),
+            vec![Piece::Text("plain {{ braces }}")]
+        );
         assert_eq!(parse("").unwrap(), vec![]);
     }
 
     #[test]
     fn malformed_references_are_errors() {
-        for bad in ["{{@}}", "{{@ a}}", "{{@a.}}", "{{@a.b.c}}", "{{@a", "x {{@a!}}"] {
+        for bad in [
+            "{{@}}",
+            "{{@ a}}",
+            "{{@a.}}",
+            "{{@a.b.c}}",
+            "{{@a",
+            "x {{@a!}}",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
         assert_eq!(parse("{{@a}} {{@ b}} {{@c d}}").unwrap_err().len(), 2);

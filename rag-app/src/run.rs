@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use rag_core::{
     Ask, ChatTemplate, Chunk, Citation, Error, Event, Generator, HistoryStore, Image,
-    ImageGenerator, ImageRequest, Message, ModelFamily, Pipeline, Prompt, PromptKind, PromptTemplate, Result,
-    RetryPolicy, Retriever, SessionId, Stage, StopReason, Usage,
+    ImageGenerator, ImageRequest, Message, ModelFamily, Pipeline, Prompt, PromptKind,
+    PromptTemplate, Result, Retriever, RetryPolicy, SessionId, Stage, StopReason, Usage,
 };
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -329,7 +329,10 @@ impl Runner {
         message: &str,
     ) -> Result<RunStream> {
         let Some(Node::Chat(chat)) = plan.doc().nodes.get(node) else {
-            return Err(Error::invalid_input("node", format!("`{node}` is not a chat node")));
+            return Err(Error::invalid_input(
+                "node",
+                format!("`{node}` is not a chat node"),
+            ));
         };
         let Some(previous) = report.outputs.get(node) else {
             return Err(Error::invalid_input(
@@ -391,7 +394,9 @@ impl Runner {
 
     fn text_generator(&self, node: &str, model: &str) -> Result<Arc<dyn Generator>> {
         let generator = self.inner.models.generator(model).map_err(|e| {
-            Error::config(format!("node `{node}`: model `{model}` is not available: {e}"))
+            Error::config(format!(
+                "node `{node}`: model `{model}` is not available: {e}"
+            ))
         })?;
         if !generator.accepts().fits(PromptKind::Chat) {
             return Err(Error::config(format!(
@@ -425,7 +430,8 @@ impl Runner {
                             .max_chars
                             .unwrap_or(crate::doc::InputNode::DEFAULT_MAX_CHARS);
                         if value.chars().count() > max {
-                            problems.push(format!("input `{}` is longer than {max} characters", n.id));
+                            problems
+                                .push(format!("input `{}` is longer than {max} characters", n.id));
                         }
                         Work::Value(value.clone())
                     }
@@ -456,7 +462,12 @@ impl Runner {
                             "node `{}`: no retriever is bound to `{}` (bound: {})",
                             n.id,
                             r.retriever,
-                            self.inner.retrievers.keys().cloned().collect::<Vec<_>>().join(", ")
+                            self.inner
+                                .retrievers
+                                .keys()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ));
                     }
                     if self.inner.history.is_none() {
@@ -485,9 +496,7 @@ impl Runner {
                                 retriever.clone(),
                                 history.clone(),
                             )
-                            .map_err(|e| {
-                                Error::config(format!("node `{}`: {e}", n.id))
-                            })?,
+                            .map_err(|e| Error::config(format!("node `{}`: {e}", n.id)))?,
                         },
                         _ => continue,
                     }
@@ -512,7 +521,7 @@ impl Runner {
             )));
         }
         Ok(Prepared {
-            plan: Arc::new(plan.clone()),
+            plan: plan.clone(),
             work: Arc::new(work),
             run_id: uuid::Uuid::now_v7().simple().to_string(),
         })
@@ -530,7 +539,11 @@ fn input_names(plan: &Plan) -> Vec<String> {
 
 impl RunnerBuilder {
     /// Binds `name` (what `rag` nodes name as their `retriever`) to `retriever`.
-    pub fn with_retriever(mut self, name: impl Into<String>, retriever: impl Retriever + 'static) -> Self {
+    pub fn with_retriever(
+        mut self,
+        name: impl Into<String>,
+        retriever: impl Retriever + 'static,
+    ) -> Self {
         self.retrievers.insert(name.into(), Arc::new(retriever));
         self
     }
@@ -597,7 +610,7 @@ enum Work {
 }
 
 struct Prepared {
-    plan: Arc<Plan>,
+    plan: Plan,
     work: Arc<Vec<Work>>,
     run_id: String,
 }
@@ -689,10 +702,17 @@ fn cache_key(plan: &Plan, n: &PlanNode, outputs: &BTreeMap<String, Arc<NodeOutpu
         .iter()
         .map(|&d| {
             let id = plan.nodes()[d].id.as_str();
-            (id, outputs.get(id).map(|o| o.fingerprint()).unwrap_or_default())
+            (
+                id,
+                outputs.get(id).map(|o| o.fingerprint()).unwrap_or_default(),
+            )
         })
         .collect();
-    sha256(json!({ "node": config, "inputs": deps }).to_string().as_bytes())
+    sha256(
+        json!({ "node": config, "inputs": deps })
+            .to_string()
+            .as_bytes(),
+    )
 }
 
 /// The run loop: starts every node whose references are done, under the concurrency limit,
@@ -769,7 +789,14 @@ fn drive(inner: Arc<Inner>, prepared: Prepared) -> impl Stream<Item = RunEvent> 
                     plan.clone(),
                     prepared.work.clone(),
                     i,
-                    outputs.clone(),
+                    // Only what the node references travels with it.
+                    n.deps
+                        .iter()
+                        .filter_map(|&d| {
+                            let id = &nodes[d].id;
+                            outputs.get(id).map(|o| (id.clone(), o.clone()))
+                        })
+                        .collect(),
                     prepared.run_id.clone(),
                     tx.clone(),
                 );
@@ -834,7 +861,7 @@ fn drive(inner: Arc<Inner>, prepared: Prepared) -> impl Stream<Item = RunEvent> 
 /// Runs one node that calls a model.
 async fn run_node(
     inner: Arc<Inner>,
-    plan: Arc<Plan>,
+    plan: Plan,
     work: Arc<Vec<Work>>,
     i: usize,
     outputs: BTreeMap<String, Arc<NodeOutput>>,
@@ -843,27 +870,60 @@ async fn run_node(
 ) -> Result<NodeOutput> {
     let n = &plan.nodes()[i];
     match (&n.node, &work[i]) {
-        (Node::Generate(GenerateNode { prompt, system, params, .. }), Work::Generate(generator)) => {
+        (
+            Node::Generate(GenerateNode {
+                prompt,
+                system,
+                params,
+                ..
+            }),
+            Work::Generate(generator),
+        ) => {
             let prompt = Prompt::Chat {
                 system: system.as_deref().map(|s| render_text(s, &outputs)),
                 messages: vec![user_message(prompt, &outputs)],
             };
-            generate(&inner, &n.id, generator.as_ref(), &prompt, &params.params(), &tx).await
+            generate(
+                &inner,
+                &n.id,
+                generator.as_ref(),
+                &prompt,
+                &params.params(),
+                &tx,
+            )
+            .await
         }
-        (Node::Chat(ChatNode { system, messages, params, .. }), Work::Generate(generator)) => {
+        (
+            Node::Chat(ChatNode {
+                system,
+                messages,
+                params,
+                ..
+            }),
+            Work::Generate(generator),
+        ) => {
             let messages: Vec<Message> = messages
                 .iter()
                 .map(|m| match m.role {
                     rag_core::Role::User => user_message(&m.content, &outputs),
-                    rag_core::Role::Assistant => Message::assistant(render_text(&m.content, &outputs)),
+                    rag_core::Role::Assistant => {
+                        Message::assistant(render_text(&m.content, &outputs))
+                    }
                 })
                 .collect();
             let prompt = Prompt::Chat {
                 system: system.as_deref().map(|s| render_text(s, &outputs)),
                 messages: messages.clone(),
             };
-            let mut output =
-                generate(&inner, &n.id, generator.as_ref(), &prompt, &params.params(), &tx).await?;
+            let mut output = generate(
+                &inner,
+                &n.id,
+                generator.as_ref(),
+                &prompt,
+                &params.params(),
+                &tx,
+            )
+            .await?;
             let mut conversation = messages;
             conversation.push(Message::assistant(output.text.clone()));
             output.conversation = conversation;
@@ -871,11 +931,7 @@ async fn run_node(
         }
         (Node::Rag(RagNode { query, .. }), Work::Rag { pipeline }) => {
             let query = render_text(query, &outputs);
-            let session = SessionId::new(format!(
-                "app.{}.{}.{run_id}",
-                plan.doc().id,
-                n.id
-            ))?;
+            let session = SessionId::new(format!("app.{}.{}.{run_id}", plan.doc().id, n.id))?;
             let mut events = pipeline.ask(Ask::new(session, query));
             let mut citations = Vec::new();
             let mut usage = None;
@@ -883,14 +939,23 @@ async fn run_node(
                 match event {
                     Event::Sources(sources) => {
                         citations = sources.clone();
-                        let _ = tx.send(RunEvent::Citations { node: n.id.clone(), citations: sources });
+                        let _ = tx.send(RunEvent::Citations {
+                            node: n.id.clone(),
+                            citations: sources,
+                        });
                     }
                     Event::Token(text) => {
-                        let _ = tx.send(RunEvent::Delta { node: n.id.clone(), text });
+                        let _ = tx.send(RunEvent::Delta {
+                            node: n.id.clone(),
+                            text,
+                        });
                     }
                     Event::Usage(u) => usage = Some(u),
                     Event::Warning(w) => {
-                        let _ = tx.send(RunEvent::Warning { node: n.id.clone(), message: w.to_string() });
+                        let _ = tx.send(RunEvent::Warning {
+                            node: n.id.clone(),
+                            message: w.to_string(),
+                        });
                     }
                     Event::Done(summary) => {
                         return Ok(NodeOutput {
@@ -905,9 +970,23 @@ async fn run_node(
                     _ => {}
                 }
             }
-            Err(Error::generation("the pipeline's stream ended without an answer", true))
+            Err(Error::generation(
+                "the pipeline's stream ended without an answer",
+                true,
+            ))
         }
-        (Node::Image(ImageNode { prompt, negative_prompt, width, height, cfg_scale, seed, .. }), Work::Image(generator)) => {
+        (
+            Node::Image(ImageNode {
+                prompt,
+                negative_prompt,
+                width,
+                height,
+                cfg_scale,
+                seed,
+                ..
+            }),
+            Work::Image(generator),
+        ) => {
             let request = ImageRequest {
                 prompt: render_text(prompt, &outputs),
                 negative_prompt: negative_prompt
@@ -941,7 +1020,10 @@ async fn run_node(
                 }
             }
         }
-        _ => Err(Error::config(format!("node `{}` has no work resolved for its kind", n.id))),
+        _ => Err(Error::config(format!(
+            "node `{}` has no work resolved for its kind",
+            n.id
+        ))),
     }
 }
 
@@ -968,7 +1050,10 @@ async fn generate(
                         Ok(Chunk::Text(text)) => {
                             streamed = true;
                             output.text.push_str(&text);
-                            let _ = tx.send(RunEvent::Delta { node: node.to_owned(), text });
+                            let _ = tx.send(RunEvent::Delta {
+                                node: node.to_owned(),
+                                text,
+                            });
                         }
                         Ok(Chunk::Usage(u)) => {
                             let total = output.usage.get_or_insert_with(Usage::default);
@@ -995,7 +1080,9 @@ async fn generate(
         }
         let _ = tx.send(RunEvent::Warning {
             node: node.to_owned(),
-            message: format!("attempt {attempt} failed before the first token, retrying: {failure}"),
+            message: format!(
+                "attempt {attempt} failed before the first token, retrying: {failure}"
+            ),
         });
         tokio::time::sleep(inner.retry.backoff(attempt - 1)).await;
         attempt += 1;

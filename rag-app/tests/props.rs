@@ -15,7 +15,17 @@ const VISION: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
 /// Words for prompts and titles, none of them secret-shaped.
 fn words() -> impl Strategy<Value = String> {
     prop::collection::vec(
-        prop::sample::select(vec!["sum up", "the", "list", "ünïcode", "docs", "\n", "why", "{{ not a ref }}", "🙂"]),
+        prop::sample::select(vec![
+            "sum up",
+            "the",
+            "list",
+            "ünïcode",
+            "docs",
+            "\n",
+            "why",
+            "{{ not a ref }}",
+            "🙂",
+        ]),
         0..6,
     )
     .prop_map(|w| w.join(" "))
@@ -58,8 +68,12 @@ fn node(i: usize, earlier: Vec<(String, &'static str)>) -> BoxedStrategy<Value> 
     let prompt = (words(), text_ref, words())
         .prop_map(|(a, r, b)| format!("{a} {r} {b}x"))
         .boxed();
-    let sampling = (unit(), 1u32..=2000, prop::collection::vec("[a-z]{1,5}", 0..3)).prop_map(
-        |(temperature, max_tokens, stop)| {
+    let sampling = (
+        unit(),
+        1u32..=2000,
+        prop::collection::vec("[a-z]{1,5}", 0..3),
+    )
+        .prop_map(|(temperature, max_tokens, stop)| {
             let mut p = Map::new();
             if let Some(t) = temperature {
                 p.insert("temperature".into(), json!(t));
@@ -69,20 +83,20 @@ fn node(i: usize, earlier: Vec<(String, &'static str)>) -> BoxedStrategy<Value> 
                 p.insert("stop".into(), json!(stop));
             }
             Value::Object(p)
-        },
-    )
-    .boxed();
+        })
+        .boxed();
     let _ = i;
-    let input = (prop::option::of(words()), prop::option::of(words())).prop_map(|(title, default)| {
-        let mut n = json!({"kind": "input"});
-        if let Some(t) = title {
-            n["title"] = json!(t);
-        }
-        if let Some(d) = default {
-            n["default"] = json!(d);
-        }
-        n
-    });
+    let input =
+        (prop::option::of(words()), prop::option::of(words())).prop_map(|(title, default)| {
+            let mut n = json!({"kind": "input"});
+            if let Some(t) = title {
+                n["title"] = json!(t);
+            }
+            if let Some(d) = default {
+                n["default"] = json!(d);
+            }
+            n
+        });
     let text = words().prop_map(|t| json!({"kind": "text", "text": t}));
     let generate = (
         prop::sample::select(TEXT_MODELS.to_vec()),
@@ -97,7 +111,8 @@ fn node(i: usize, earlier: Vec<(String, &'static str)>) -> BoxedStrategy<Value> 
             } else {
                 (VISION, format!("{{{{@{}}}}}{prompt}", pick.get(&images)))
             };
-            let mut n = json!({"kind": "generate", "model": model, "prompt": prompt, "params": params});
+            let mut n =
+                json!({"kind": "generate", "model": model, "prompt": prompt, "params": params});
             if let Some(s) = system {
                 n["system"] = json!(s);
             }
@@ -135,43 +150,50 @@ fn kind_of(node: &Value) -> &'static str {
 
 /// A random valid app, as JSON.
 fn app() -> impl Strategy<Value = Value> {
-    (1usize..8).prop_flat_map(|count| {
-        // Nodes are drawn one after another so each may reference the ones before it.
-        fn more(
-            done: Vec<(String, Value)>,
-            left: usize,
-        ) -> BoxedStrategy<Vec<(String, Value)>> {
-            if left == 0 {
-                return Just(done).boxed();
+    (1usize..8)
+        .prop_flat_map(|count| {
+            // Nodes are drawn one after another so each may reference the ones before it.
+            fn more(
+                done: Vec<(String, Value)>,
+                left: usize,
+            ) -> BoxedStrategy<Vec<(String, Value)>> {
+                if left == 0 {
+                    return Just(done).boxed();
+                }
+                let earlier: Vec<(String, &'static str)> = done
+                    .iter()
+                    .map(|(id, n)| (id.clone(), kind_of(n)))
+                    .collect();
+                let i = done.len();
+                node(i, earlier)
+                    .prop_flat_map(move |n| {
+                        let mut next = done.clone();
+                        next.push((format!("n{i}"), n));
+                        more(next, left - 1)
+                    })
+                    .boxed()
             }
-            let earlier: Vec<(String, &'static str)> =
-                done.iter().map(|(id, n)| (id.clone(), kind_of(n))).collect();
-            let i = done.len();
-            node(i, earlier)
-                .prop_flat_map(move |n| {
-                    let mut next = done.clone();
-                    next.push((format!("n{i}"), n));
-                    more(next, left - 1)
-                })
-                .boxed()
-        }
-        (more(Vec::new(), count), prop::collection::vec((-1e6f64..1e6, -1e6f64..1e6), count), any::<bool>())
-    })
-    .prop_map(|(nodes, positions, with_layout)| {
-        let layout: Map<String, Value> = nodes
-            .iter()
-            .zip(positions)
-            .map(|((id, _), (x, y))| (id.clone(), json!({"x": x, "y": y})))
-            .collect();
-        let mut app = json!({
-            "format": "1.0", "id": "random", "name": "A random app",
-            "nodes": nodes.into_iter().collect::<Map<String, Value>>(),
-        });
-        if with_layout {
-            app["layout"] = Value::Object(layout);
-        }
-        app
-    })
+            (
+                more(Vec::new(), count),
+                prop::collection::vec((-1e6f64..1e6, -1e6f64..1e6), count),
+                any::<bool>(),
+            )
+        })
+        .prop_map(|(nodes, positions, with_layout)| {
+            let layout: Map<String, Value> = nodes
+                .iter()
+                .zip(positions)
+                .map(|((id, _), (x, y))| (id.clone(), json!({"x": x, "y": y})))
+                .collect();
+            let mut app = json!({
+                "format": "1.0", "id": "random", "name": "A random app",
+                "nodes": nodes.into_iter().collect::<Map<String, Value>>(),
+            });
+            if with_layout {
+                app["layout"] = Value::Object(layout);
+            }
+            app
+        })
 }
 
 /// `value` written with every object's keys in reverse order, and indented.

@@ -127,8 +127,7 @@ async fn a_node_receives_the_output_it_references_with_its_own_model_and_setting
         .collect();
     assert_eq!(french_deltas, "Les flux enregistrent les changements.");
     let position = |wanted: &dyn Fn(&RunEvent) -> bool| events.iter().position(wanted).unwrap();
-    let summary_done =
-        position(&|e| matches!(e, RunEvent::Done { node, .. } if node == "summary"));
+    let summary_done = position(&|e| matches!(e, RunEvent::Done { node, .. } if node == "summary"));
     let french_started =
         position(&|e| matches!(e, RunEvent::Started { node, .. } if node == "french"));
     assert!(summary_done < french_started);
@@ -240,7 +239,10 @@ async fn a_failing_node_skips_its_dependents_while_independent_nodes_finish() {
         .collect();
     assert_eq!(
         skipped,
-        [("next".into(), "bad".into()), ("after".into(), "next".into())]
+        [
+            ("next".into(), "bad".into()),
+            ("after".into(), "next".into())
+        ]
     );
     // The failed node was called once (not retryable); its dependents never.
     assert_eq!(server.requests_for(HAIKU).len(), 1);
@@ -352,7 +354,11 @@ async fn an_edited_input_re_runs_only_its_downstream_nodes() {
     // Edit one input: only what is downstream of it calls a model again.
     let edited = events(&runner, &plan, &inputs(&[("left", "a"), ("right", "c")])).await;
     let report = report(&edited);
-    assert_eq!(server.requests().len(), 6, "r1 and join re-ran, l1 and l2 did not");
+    assert_eq!(
+        server.requests().len(),
+        6,
+        "r1 and join re-ran, l1 and l2 did not"
+    );
     assert_eq!(
         report.cached.iter().cloned().collect::<Vec<_>>(),
         ["l1", "l2"]
@@ -383,10 +389,14 @@ async fn a_rag_node_carries_its_citations_to_the_node_that_quotes_them() {
     })
     .await;
     let retriever = StaticRetriever::new(vec![
-        Passage::new("ddb-gsi", "A global secondary index has a partition key ...")
-            .with_title("Global secondary indexes")
-            .with_uri("https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/GSI.html"),
-        Passage::new("ddb-lsi", "A local secondary index ...").with_title("Local secondary indexes"),
+        Passage::new(
+            "ddb-gsi",
+            "A global secondary index has a partition key ...",
+        )
+        .with_title("Global secondary indexes")
+        .with_uri("https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/GSI.html"),
+        Passage::new("ddb-lsi", "A local secondary index ...")
+            .with_title("Local secondary indexes"),
     ]);
     let app = json!({
         "format": "1.0", "id": "rag", "name": "Answer with sources",
@@ -403,7 +413,12 @@ async fn a_rag_node_carries_its_citations_to_the_node_that_quotes_them() {
         .with_history(InMemoryHistory::new())
         .build()
         .unwrap();
-    let events = events(&runner, &plan(app), &inputs(&[("question", "How do I query by another key?")])).await;
+    let events = events(
+        &runner,
+        &plan(app),
+        &inputs(&[("question", "How do I query by another key?")]),
+    )
+    .await;
     let report = report(&events);
     assert!(report.is_success(), "{report:?}");
     let answer = &report.outputs["answer"];
@@ -487,7 +502,10 @@ async fn problems_before_the_run_call_nothing() {
     };
     let message = error.to_string();
     assert!(message.contains("input `q` has no value"), "{message}");
-    assert!(message.contains("no retriever is bound to `nowhere`"), "{message}");
+    assert!(
+        message.contains("no retriever is bound to `nowhere`"),
+        "{message}"
+    );
     assert!(message.contains("need a history store"), "{message}");
     assert!(runner.run(&plan, &inputs(&[("nope", "x")])).is_err());
     assert!(server.requests().is_empty());
@@ -553,5 +571,8 @@ async fn an_image_node_reaches_the_next_model_as_an_image_part() {
         content[1]["text"],
         "Write a one-line caption for this poster of a lighthouse. Mention one detail you can see."
     );
-    assert_eq!(report.outputs["caption"].text, "A lighthouse glowing at dusk.");
+    assert_eq!(
+        report.outputs["caption"].text,
+        "A lighthouse glowing at dusk."
+    );
 }

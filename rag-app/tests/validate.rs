@@ -15,9 +15,7 @@ fn problems(app: serde_json::Value) -> Vec<(String, String)> {
 }
 
 fn has(problems: &[(String, String)], path: &str, words: &str) -> bool {
-    problems
-        .iter()
-        .any(|(p, m)| p == path && m.contains(words))
+    problems.iter().any(|(p, m)| p == path && m.contains(words))
 }
 
 #[test]
@@ -62,14 +60,22 @@ fn one_file_with_many_problems_reports_them_all() {
         ("$.nodes.typo.temprature", "unknown field"),
         ("$.nodes[\"bad ref\"]", "may hold only"),
         ("$.nodes[\"bad ref\"].prompt", "is not a reference"),
-        ("$.nodes.chatty.messages[0].role", "first message is from the user"),
+        (
+            "$.nodes.chatty.messages[0].role",
+            "first message is from the user",
+        ),
         ("$.layout.ghost", "which no node has"),
     ];
     for (path, words) in expect {
-        assert!(has(&found, path, words), "no `{words}` at {path} in {found:#?}");
+        assert!(
+            has(&found, path, words),
+            "no `{words}` at {path} in {found:#?}"
+        );
     }
     // The secret itself is not repeated in the report.
-    assert!(found.iter().all(|(_, m)| !m.contains("AKIAIOSFODNN7EXAMPLE")));
+    assert!(found
+        .iter()
+        .all(|(_, m)| !m.contains("AKIAIOSFODNN7EXAMPLE")));
     // The cycle is reported once.
     assert_eq!(found.iter().filter(|(_, m)| m.contains("cycle")).count(), 1);
     assert!(Plan::from_json(&text).is_err());
@@ -88,11 +94,34 @@ fn an_image_where_text_is_expected_is_a_problem() {
             "fine": {"kind": "generate", "model": HAIKU, "prompt": "describe {{@pic}}"}
         }
     }));
-    assert!(has(&found, "$.nodes.query.query", "image where text is expected"), "{found:#?}");
-    assert!(has(&found, "$.nodes.sys.system", "image where text is expected"), "{found:#?}");
-    assert!(has(&found, "$.nodes.llama.prompt", "does not take images"), "{found:#?}");
-    assert!(has(&found, "$.nodes.redraw.prompt", "image where text is expected"), "{found:#?}");
-    assert!(!found.iter().any(|(p, _)| p.starts_with("$.nodes.fine")), "{found:#?}");
+    assert!(
+        has(
+            &found,
+            "$.nodes.query.query",
+            "image where text is expected"
+        ),
+        "{found:#?}"
+    );
+    assert!(
+        has(&found, "$.nodes.sys.system", "image where text is expected"),
+        "{found:#?}"
+    );
+    assert!(
+        has(&found, "$.nodes.llama.prompt", "does not take images"),
+        "{found:#?}"
+    );
+    assert!(
+        has(
+            &found,
+            "$.nodes.redraw.prompt",
+            "image where text is expected"
+        ),
+        "{found:#?}"
+    );
+    assert!(
+        !found.iter().any(|(p, _)| p.starts_with("$.nodes.fine")),
+        "{found:#?}"
+    );
 }
 
 #[test]
@@ -106,8 +135,14 @@ fn image_settings_are_checked_against_the_model() {
         }
     }));
     assert!(has(&found, "$.nodes.odd.width", ""), "{found:#?}");
-    assert!(has(&found, "$.nodes.wrong.model", "not an image model"), "{found:#?}");
-    assert!(has(&found, "$.nodes.text.model", "is an image model"), "{found:#?}");
+    assert!(
+        has(&found, "$.nodes.wrong.model", "not an image model"),
+        "{found:#?}"
+    );
+    assert!(
+        has(&found, "$.nodes.text.model", "is an image model"),
+        "{found:#?}"
+    );
 }
 
 #[test]
@@ -121,8 +156,14 @@ fn secrets_anywhere_are_refused() {
         }
     }));
     assert!(has(&found, "$.description", "a bearer token"), "{found:#?}");
-    assert!(has(&found, "$.nodes.q.default", "a password in a URL"), "{found:#?}");
-    assert!(has(&found, "$.nodes.r.query", "a password or key assignment"), "{found:#?}");
+    assert!(
+        has(&found, "$.nodes.q.default", "a password in a URL"),
+        "{found:#?}"
+    );
+    assert!(
+        has(&found, "$.nodes.r.query", "a password or key assignment"),
+        "{found:#?}"
+    );
 }
 
 #[test]
@@ -142,7 +183,11 @@ fn format_versions() {
 
 #[test]
 fn a_valid_app_round_trips_and_forks() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/apps/two-models.json")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/apps/two-models.json"
+    ))
+    .unwrap();
     let doc = AppDoc::from_json(&text).unwrap_or_else(|e| panic!("{e}"));
     let back = AppDoc::from_json(&doc.to_json_pretty()).unwrap();
     assert_eq!(back, doc);
@@ -154,7 +199,11 @@ fn a_valid_app_round_trips_and_forks() {
     let compact = serde_json::to_string(&value).unwrap();
     assert_eq!(AppDoc::from_json(&compact).unwrap().digest(), doc.digest());
     let mut edited = doc.clone();
-    if let Some(rag_app::Node::Generate(g)) = edited.nodes.values_mut().find(|n| matches!(n, rag_app::Node::Generate(_))) {
+    if let Some(rag_app::Node::Generate(g)) = edited
+        .nodes
+        .values_mut()
+        .find(|n| matches!(n, rag_app::Node::Generate(_)))
+    {
         g.prompt.push('!');
     }
     assert_ne!(edited.digest(), doc.digest());

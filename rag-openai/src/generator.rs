@@ -142,7 +142,38 @@ impl OpenAiCompatGenerator {
                 Role::User => "user",
                 Role::Assistant => "assistant",
             };
-            wire.push(json!({ "role": role, "content": message.content }));
+            if message.images.is_empty() {
+                wire.push(json!({ "role": role, "content": message.content }));
+                continue;
+            }
+            if message.role != Role::User {
+                return Err(Error::invalid_input(
+                    "prompt.images",
+                    "images go only in user messages",
+                ));
+            }
+            // Content parts (the chat completions API's `image_url` parts, with the image
+            // as a base64 data URL), the images before the text as for Bedrock.
+            let mut parts: Vec<Value> = message
+                .images
+                .iter()
+                .map(|image| {
+                    json!({
+                        "type": "image_url",
+                        "image_url": {
+                            "url": format!(
+                                "data:{};base64,{}",
+                                image.format().media_type(),
+                                image.to_base64()
+                            )
+                        }
+                    })
+                })
+                .collect();
+            if !message.content.is_empty() {
+                parts.push(json!({ "type": "text", "text": message.content }));
+            }
+            wire.push(json!({ "role": role, "content": parts }));
         }
         let mut body = Map::new();
         body.insert("model".into(), Value::from(self.model.as_str()));
@@ -420,6 +451,51 @@ mod tests {
                 Message::user("And its limits?"),
             ],
         }
+    }
+
+    #[test]
+    fn images_are_image_url_parts_before_the_text() {
+        let generator = OpenAiCompatGenerator::builder("http://127.0.0.1:1/v1", "llava")
+            .build()
+            .unwrap();
+        let image = rag_core::Image::from_bytes(rag_core::testing::TINY_PNG).unwrap();
+        let prompt = Prompt::Chat {
+            system: None,
+            messages: vec![Message::user("What is this?").with_image(image.clone())],
+        };
+        let body = generator
+            .request_body(&prompt, &GenerationParams::default())
+            .unwrap();
+        assert_eq!(
+            body["messages"][0]["content"],
+            json!([
+                {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{}", image.to_base64())}},
+                {"type": "text", "text": "What is this?"}
+            ])
+        );
+        let only_image = Prompt::Chat {
+            system: None,
+            messages: vec![Message::user("").with_image(image.clone())],
+        };
+        let body = generator
+            .request_body(&only_image, &GenerationParams::default())
+            .unwrap();
+        assert_eq!(body["messages"][0]["content"].as_array().unwrap().len(), 1);
+        let from_assistant = Prompt::Chat {
+            system: None,
+            messages: vec![
+                Message::user("hi"),
+                Message::assistant("look").with_image(image),
+                Message::user("ok"),
+            ],
+        };
+        assert!(matches!(
+            generator.request_body(&from_assistant, &GenerationParams::default()),
+            Err(Error::InvalidInput {
+                field: "prompt.images",
+                ..
+            })
+        ));
     }
 
     #[test]

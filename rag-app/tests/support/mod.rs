@@ -72,7 +72,11 @@ pub enum Part {
 /// A reply.
 #[derive(Debug, Clone)]
 pub enum Reply {
-    Json { status: u16, error_type: Option<String>, body: String },
+    Json {
+        status: u16,
+        error_type: Option<String>,
+        body: String,
+    },
     Stream(Vec<Part>),
 }
 
@@ -88,7 +92,11 @@ impl Reply {
 
     /// A 200 JSON body (InvokeModel).
     pub fn ok_json(body: Value) -> Self {
-        Reply::Json { status: 200, error_type: None, body: body.to_string() }
+        Reply::Json {
+            status: 200,
+            error_type: None,
+            body: body.to_string(),
+        }
     }
 
     /// A Claude Messages stream that answers `text` in pieces of a few words.
@@ -100,9 +108,13 @@ impl Reply {
 /// The frames of a Claude Messages stream answering `text`.
 pub fn claude_frames(text: &str) -> Vec<Bytes> {
     let mut frames = vec![
-        chunk(&json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
-            "model": "claude", "content": [], "usage": {"input_tokens": 42, "output_tokens": 1}}})),
-        chunk(&json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+        chunk(
+            &json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+            "model": "claude", "content": [], "usage": {"input_tokens": 42, "output_tokens": 1}}}),
+        ),
+        chunk(
+            &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
     ];
     let words: Vec<&str> = text.split_inclusive(' ').collect();
     for piece in words.chunks(2) {
@@ -136,7 +148,11 @@ pub fn frame(headers: &[(&str, &str)], payload: impl Into<Bytes>) -> Bytes {
 pub fn chunk(model_json: &Value) -> Bytes {
     let b64 = base64::engine::general_purpose::STANDARD.encode(model_json.to_string());
     frame(
-        &[(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")],
+        &[
+            (":event-type", "chunk"),
+            (":content-type", "application/json"),
+            (":message-type", "event"),
+        ],
         json!({ "bytes": b64 }).to_string(),
     )
 }
@@ -175,7 +191,9 @@ impl Drop for DropFlag {
 
 impl Bedrock {
     /// Starts a server on 127.0.0.1 that answers each request with `handler`'s reply.
-    pub async fn start(handler: impl Fn(Recorded) -> BoxFuture<'static, Reply> + Send + Sync + 'static) -> Self {
+    pub async fn start(
+        handler: impl Fn(Recorded) -> BoxFuture<'static, Reply> + Send + Sync + 'static,
+    ) -> Self {
         let handler: Handler = Arc::new(handler);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -184,7 +202,9 @@ impl Bedrock {
         let (shared, flag) = (requests.clone(), cancelled.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((socket, _)) = listener.accept().await else { return };
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
                 let (requests, handler, flag) = (shared.clone(), handler.clone(), flag.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
@@ -196,7 +216,12 @@ impl Bedrock {
                 });
             }
         });
-        Bedrock { addr, requests, cancelled, task }
+        Bedrock {
+            addr,
+            requests,
+            cancelled,
+            task,
+        }
     }
 
     /// The endpoint URL.
@@ -211,7 +236,10 @@ impl Bedrock {
 
     /// The requests for `model`.
     pub fn requests_for(&self, model: &str) -> Vec<Recorded> {
-        self.requests().into_iter().filter(|r| r.model() == model).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| r.model() == model)
+            .collect()
     }
 
     /// A Bedrock Runtime client for this server (test credentials, no SDK retries).
@@ -233,12 +261,23 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let recorded = Recorded { path: parts.uri.path().to_owned(), body: body.to_vec() };
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let recorded = Recorded {
+        path: parts.uri.path().to_owned(),
+        body: body.to_vec(),
+    };
     requests.lock().unwrap().push(recorded.clone());
     let reply = handler(recorded).await;
     Ok(match reply {
-        Reply::Json { status, error_type, body } => {
+        Reply::Json {
+            status,
+            error_type,
+            body,
+        } => {
             let mut builder = Response::builder()
                 .status(status)
                 .header("content-type", "application/json")
@@ -249,23 +288,32 @@ async fn handle(
             builder.body(Full::new(Bytes::from(body)).boxed()).unwrap()
         }
         Reply::Stream(parts) => {
-            let guard = DropFlag { flag: cancelled, finished: false };
-            let stream = futures::stream::unfold((parts.into_iter(), guard), |(mut parts, mut guard)| async move {
-                loop {
-                    match parts.next() {
-                        Some(Part::Bytes(bytes)) => {
-                            return Some((Ok::<_, Infallible>(Frame::data(bytes)), (parts, guard)))
-                        }
-                        Some(Part::Pause(d)) => tokio::time::sleep(d).await,
-                        Some(Part::Stall) => futures::future::pending::<()>().await,
-                        None => {
-                            guard.finished = true;
-                            drop(guard);
-                            return None;
+            let guard = DropFlag {
+                flag: cancelled,
+                finished: false,
+            };
+            let stream = futures::stream::unfold(
+                (parts.into_iter(), guard),
+                |(mut parts, mut guard)| async move {
+                    loop {
+                        match parts.next() {
+                            Some(Part::Bytes(bytes)) => {
+                                return Some((
+                                    Ok::<_, Infallible>(Frame::data(bytes)),
+                                    (parts, guard),
+                                ))
+                            }
+                            Some(Part::Pause(d)) => tokio::time::sleep(d).await,
+                            Some(Part::Stall) => futures::future::pending::<()>().await,
+                            None => {
+                                guard.finished = true;
+                                drop(guard);
+                                return None;
+                            }
                         }
                     }
-                }
-            });
+                },
+            );
             Response::builder()
                 .status(200)
                 .header("content-type", "application/vnd.amazon.eventstream")
