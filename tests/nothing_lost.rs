@@ -213,6 +213,9 @@ impl HistoryStore for Panicky {
     async fn clear(&self, _s: &SessionId) -> rag::Result<()> {
         Ok(())
     }
+    async fn owner(&self, _s: &SessionId) -> rag::Result<rag::SessionOwner> {
+        Ok(rag::SessionOwner::Unclaimed)
+    }
 }
 
 impl PromptTemplate for Panicky {

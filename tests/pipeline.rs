@@ -496,6 +496,9 @@ impl HistoryStore for Rendezvous {
     async fn clear(&self, _s: &SessionId) -> rag::Result<()> {
         Ok(())
     }
+    async fn owner(&self, _s: &SessionId) -> rag::Result<rag::SessionOwner> {
+        Ok(rag::SessionOwner::Unclaimed)
+    }
 }
 
 #[tokio::test]

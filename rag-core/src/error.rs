@@ -149,6 +149,13 @@ pub enum Error {
     /// The pipeline is shutting down and takes no new asks.
     #[error("the service is shutting down")]
     ShuttingDown,
+    /// The conversation belongs to someone else: a [`crate::HistoryStore`] refuses to read,
+    /// extend or clear a session for any owner but the one who started it.
+    #[error("forbidden: {message}")]
+    Forbidden {
+        /// What was refused (never the other owner's id).
+        message: String,
+    },
 }
 
 impl Error {
@@ -157,6 +164,13 @@ impl Error {
         Error::InvalidInput {
             field,
             message: message.into(),
+        }
+    }
+
+    /// An [`Error::Forbidden`] for `session`, which another owner started.
+    pub fn forbidden(session: &crate::SessionId) -> Self {
+        Error::Forbidden {
+            message: format!("session `{session}` belongs to another user"),
         }
     }
 
@@ -223,7 +237,8 @@ impl Error {
             | Error::History { retryable, .. }
             | Error::Generation { retryable, .. } => *retryable,
             Error::Timeout { .. } | Error::ShuttingDown => true,
-            Error::InvalidInput { .. }
+            Error::Forbidden { .. }
+            | Error::InvalidInput { .. }
             | Error::Config { .. }
             | Error::Template { .. }
             | Error::ContextOverflow { .. }
@@ -242,6 +257,7 @@ impl Error {
             Error::Template { .. } | Error::ContextOverflow { .. } => Some(Stage::Prompt),
             Error::Timeout { stage, .. } | Error::Panicked { stage, .. } => Some(*stage),
             Error::PromptTooLong { .. } => Some(Stage::Generation),
+            Error::Forbidden { .. } => Some(Stage::History),
             Error::Config { .. } | Error::ShuttingDown => None,
         }
     }

@@ -35,5 +35,5 @@ pub use retriever::Retriever;
 pub use tokens::{Cl100kCounter, TokenCounter, TokenScheme};
 pub use types::{
     Chunk, Citation, Filter, GenerationParams, Image, ImageFormat, Passage, RetrievalRequest,
-    Retrieved, SessionId, StopReason, Turn, TurnId, Usage, UserContext,
+    Retrieved, SessionId, Owner, SessionOwner, StopReason, Turn, TurnId, Usage, UserContext,
 };

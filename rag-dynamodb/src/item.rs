@@ -4,7 +4,20 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use rag_core::{Error, Result, SessionId, Turn, TurnId};
+use rag_core::{Error, Owner, Result, SessionId, SessionOwner, Turn, TurnId};
+
+/// The sort key of a session's claim item, which records who owns the session. `~` sorts
+/// after every character of a turn id's text (lowercase hex and `-`), so the claim is the first
+/// item of a newest-first query, and no turn id can be it.
+pub const CLAIM_SORT_KEY: &str = "~owner";
+
+/// What the claim item of `session` holds in its owner attribute.
+pub(crate) fn owner_value(session: &SessionId) -> String {
+    match session.owner() {
+        Some(owner) => format!("user:{owner}"),
+        None => "anonymous".to_owned(),
+    }
+}
 
 /// DynamoDB's limit on the size of one item: 400 KB, names and values counted.
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
@@ -28,6 +41,9 @@ pub struct AttributeNames {
     pub created_at: String,
     /// When the turn expires (Number): epoch seconds, the table's TTL attribute.
     pub expires_at: String,
+    /// Who a session belongs to (String), on the session's claim item: `user:<owner>` or
+    /// `anonymous`.
+    pub owner: String,
 }
 
 impl Default for AttributeNames {
@@ -39,12 +55,13 @@ impl Default for AttributeNames {
             answer: "answer".into(),
             created_at: "created_at".into(),
             expires_at: "expires_at".into(),
+            owner: "owner".into(),
         }
     }
 }
 
 impl AttributeNames {
-    fn all(&self) -> [(&'static str, &str); 6] {
+    fn all(&self) -> [(&'static str, &str); 7] {
         [
             ("session", &self.session),
             ("turn_id", &self.turn_id),
@@ -52,6 +69,7 @@ impl AttributeNames {
             ("answer", &self.answer),
             ("created_at", &self.created_at),
             ("expires_at", &self.expires_at),
+            ("owner", &self.owner),
         ]
     }
 
@@ -100,6 +118,53 @@ impl AttributeNames {
             item.insert(self.expires_at.clone(), AttributeValue::N(at.to_string()));
         }
         item
+    }
+
+    /// The claim item of `session`: sort key [`CLAIM_SORT_KEY`], and who owns the session.
+    pub(crate) fn to_claim(
+        &self,
+        session: &SessionId,
+        expires_at: Option<u64>,
+    ) -> HashMap<String, AttributeValue> {
+        let mut item = HashMap::with_capacity(4);
+        item.insert(
+            self.session.clone(),
+            AttributeValue::S(session.as_str().to_owned()),
+        );
+        item.insert(
+            self.turn_id.clone(),
+            AttributeValue::S(CLAIM_SORT_KEY.to_owned()),
+        );
+        item.insert(self.owner.clone(), AttributeValue::S(owner_value(session)));
+        if let Some(at) = expires_at {
+            item.insert(self.expires_at.clone(), AttributeValue::N(at.to_string()));
+        }
+        item
+    }
+
+    /// Whether `item` is a session's claim item.
+    pub(crate) fn is_claim(&self, item: &HashMap<String, AttributeValue>) -> bool {
+        matches!(item.get(&self.turn_id), Some(AttributeValue::S(s)) if s == CLAIM_SORT_KEY)
+    }
+
+    /// Who the claim `item` says owns its session.
+    pub(crate) fn claim_owner(
+        &self,
+        table: &str,
+        item: &HashMap<String, AttributeValue>,
+    ) -> Result<SessionOwner> {
+        match item.get(&self.owner) {
+            Some(AttributeValue::S(s)) if s == "anonymous" => Ok(SessionOwner::Anonymous),
+            Some(AttributeValue::S(s)) if s.starts_with("user:") => Owner::new(&s[5..])
+                .map(SessionOwner::User)
+                .map_err(|e| {
+                    Error::history(
+                        format!("table `{table}` holds a claim item with a bad owner: {e}"),
+                        false,
+                    )
+                }),
+            other => Err(malformed(table, item, &self.owner, "`user:<id>` or `anonymous`", other)),
+        }
     }
 
     /// The turn stored in `item`; a clear error naming the attribute when it is not one.

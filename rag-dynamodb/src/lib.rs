@@ -9,7 +9,7 @@ mod store;
 mod table;
 
 pub use builder::DynamoDbHistoryBuilder;
-pub use item::{item_size, AttributeNames, MAX_ITEM_BYTES};
+pub use item::{item_size, AttributeNames, CLAIM_SORT_KEY, MAX_ITEM_BYTES};
 pub use store::DynamoDbHistory;
 
 /// The AWS SDK for DynamoDB this crate is built on, to make clients for

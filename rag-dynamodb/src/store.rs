@@ -8,11 +8,11 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
 use aws_sdk_dynamodb::{Client, Config};
-use rag_core::{Error, HistoryStore, Result, SessionId, Turn};
+use rag_core::{Error, HistoryStore, Result, SessionId, SessionOwner, Turn};
 
 use crate::builder::DynamoDbHistoryBuilder;
 use crate::error::sdk_error;
-use crate::item::{check_size, AttributeNames};
+use crate::item::{check_size, owner_value, AttributeNames};
 
 /// Items per BatchWriteItem request: DynamoDB's limit.
 const BATCH_LIMIT: usize = 25;
@@ -231,20 +231,39 @@ impl HistoryStore for DynamoDbHistory {
         }
         let now = epoch_secs(SystemTime::now());
         let mut start = None;
+        let mut first = true;
         // Limit counts items read before the TTL filter drops expired ones, so a page may
         // bring fewer turns than asked: keep paging until enough or the session's end.
         loop {
-            let wanted = i32::try_from(max_turns - turns.len()).unwrap_or(i32::MAX);
+            // The first page starts with the claim item (it sorts last): one more.
+            let wanted = i32::try_from((max_turns - turns.len()).saturating_add(usize::from(first)))
+                .unwrap_or(i32::MAX);
             let limit = self.settings.page_size.map_or(wanted, |p| p.min(wanted));
             let (items, next) = self
                 .query_page(session, Some(limit), start, false, now)
                 .await?;
-            for item in &items {
+            for (i, item) in items.iter().enumerate() {
+                if self.settings.names.is_claim(item) {
+                    // Checked before any turn is taken from the page.
+                    let owner = self.settings.names.claim_owner(&self.settings.table, item)?;
+                    if !owner.admits(session) {
+                        return Err(Error::forbidden(session));
+                    }
+                    continue;
+                }
+                if first && i == 0 {
+                    // Turns without a claim were written before sessions had owners: they are
+                    // anonymous.
+                    if !SessionOwner::Anonymous.admits(session) {
+                        return Err(Error::forbidden(session));
+                    }
+                }
                 turns.push(self.settings.names.to_turn(&self.settings.table, item)?);
                 if turns.len() == max_turns {
                     break;
                 }
             }
+            first = false;
             match next {
                 Some(key) if turns.len() < max_turns => start = Some(key),
                 _ => break,
@@ -261,6 +280,7 @@ impl HistoryStore for DynamoDbHistory {
             .map(|ttl| epoch_secs(SystemTime::now()).saturating_add(ttl));
         let item = s.names.to_item(session, turn, expires_at);
         check_size(&item, turn)?;
+        self.claim(session, expires_at).await?;
         // The pipeline's save policy owns the retries of an append (a conditional put makes
         // them safe): the SDK's own are off for PutItem, or the two would multiply.
         let result = self
@@ -290,6 +310,9 @@ impl HistoryStore for DynamoDbHistory {
     }
 
     async fn clear(&self, session: &SessionId) -> Result<()> {
+        if !self.owner(session).await?.admits(session) {
+            return Err(Error::forbidden(session));
+        }
         let mut start = None;
         loop {
             let (keys, next) = self
@@ -304,6 +327,64 @@ impl HistoryStore for DynamoDbHistory {
                 Some(key) => start = Some(key),
                 None => return Ok(()),
             }
+        }
+    }
+
+    async fn owner(&self, session: &SessionId) -> Result<SessionOwner> {
+        // The newest-first query's first live item is the claim, when there is one.
+        let now = epoch_secs(SystemTime::now());
+        let (items, _) = self.query_page(session, Some(1), None, false, now).await?;
+        match items.first() {
+            None => Ok(SessionOwner::Unclaimed),
+            Some(item) if self.settings.names.is_claim(item) => self
+                .settings
+                .names
+                .claim_owner(&self.settings.table, item),
+            // Turns written before sessions had owners.
+            Some(_) => Ok(SessionOwner::Anonymous),
+        }
+    }
+}
+
+impl DynamoDbHistory {
+    /// Claims `session` for its owner, or confirms the claim: a conditional put of the claim
+    /// item (refreshing its expiry), refused when another owner holds it.
+    async fn claim(&self, session: &SessionId, expires_at: Option<u64>) -> Result<()> {
+        let s = &self.settings;
+        let now = epoch_secs(SystemTime::now());
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&s.table)
+            .set_item(Some(s.names.to_claim(session, expires_at)))
+            .expression_attribute_names("#sk", &s.names.turn_id)
+            .expression_attribute_names("#owner", &s.names.owner)
+            .expression_attribute_values(":owner", AttributeValue::S(owner_value(session)));
+        // An expired claim that TTL has not deleted yet is no claim.
+        request = if s.ttl_secs.is_some() {
+            request
+                .condition_expression(
+                    "attribute_not_exists(#sk) OR #owner = :owner OR (attribute_exists(#ttl) AND #ttl <= :now)",
+                )
+                .expression_attribute_names("#ttl", &s.names.expires_at)
+                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+        } else {
+            request.condition_expression("attribute_not_exists(#sk) OR #owner = :owner")
+        };
+        let result = request
+            .customize()
+            .config_override(Config::builder().retry_config(RetryConfig::disabled()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(Error::forbidden(session))
+            }
+            Err(e) => Err(sdk_error("PutItem", &s.table, e)),
         }
     }
 }

@@ -464,6 +464,7 @@ async fn create_table_is_idempotent_and_checks_the_keys() {
         answer: "a".into(),
         created_at: "t".into(),
         expires_at: "ttl".into(),
+        owner: "o".into(),
     }))
     .await;
     let s = session("custom");

@@ -7,13 +7,15 @@ use crate::types::{Filter, GenerationParams, SessionId, UserContext};
 #[derive(Debug, Clone, PartialEq)]
 #[must_use]
 pub struct Ask {
-    /// The conversation.
+    /// The conversation, with its owner: the history is read and saved in the owner's
+    /// namespace ([`SessionId::owned_by`]).
     pub session: SessionId,
     /// The question.
     pub question: String,
     /// Inference settings for this ask; the pipeline's defaults when `None`.
     pub params: Option<GenerationParams>,
-    /// The asking user, passed to the retriever for access control.
+    /// The asking user, passed to the retriever for access control. Its `user_id`, when set,
+    /// must be the session's owner.
     pub user: Option<UserContext>,
     /// A document filter passed to the retriever.
     pub filter: Option<Filter>,

@@ -61,6 +61,12 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         };
         let mut history = match history.0 {
             Ok(turns) => turns,
+            // Another owner's conversation: never answered, whatever the policy (its turn
+            // could not be saved either).
+            Err(error @ Error::Forbidden { .. }) => {
+                yield inner.fail(&ask, Stage::History, error, String::new());
+                return;
+            }
             Err(error) => match inner.settings.on_history_error {
                 // Without history in the prompt, the read only orders the turn: it warns.
                 HistoryFailurePolicy::Fail if inner.settings.history_turns > 0 => {
@@ -253,6 +259,18 @@ impl Inner {
                     self.settings.max_question_bytes
                 ),
             ));
+        }
+        // The user the retriever filters for and the owner the history is kept for are one.
+        if let (Some(owner), Some(user)) = (
+            ask.session.owner(),
+            ask.user.as_ref().and_then(|u| u.user_id.as_deref()),
+        ) {
+            if owner.as_str() != user {
+                return Err(Error::invalid_input(
+                    "user.user_id",
+                    "differs from the session's owner: the history and the documents must be those of one user",
+                ));
+            }
         }
         let top_k = ask.top_k.unwrap_or(self.settings.top_k);
         if !(1..=super::PipelineBuilder::MAX_TOP_K).contains(&top_k) {

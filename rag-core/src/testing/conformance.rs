@@ -9,7 +9,8 @@ use std::time::Duration;
 use futures::future::join_all;
 
 use crate::history::HistoryStore;
-use crate::types::{SessionId, Turn, TurnId};
+use crate::error::Error;
+use crate::types::{Owner, SessionId, SessionOwner, Turn, TurnId};
 
 /// Runs every check against `store`.
 pub async fn history_store(store: &dyn HistoryStore) {
@@ -21,6 +22,8 @@ pub async fn history_store(store: &dyn HistoryStore) {
     clear_removes_one_session(store).await;
     concurrent_appends_are_all_kept(store).await;
     text_round_trips(store).await;
+    sessions_belong_to_who_started_them(store).await;
+    anonymous_sessions_stay_anonymous(store).await;
 }
 
 /// A session id no other run uses.
@@ -183,4 +186,73 @@ pub async fn text_round_trips(store: &dyn HistoryStore) {
     store.append(&session, &turn).await.expect("append");
     let loaded = store.load(&session, 1).await.expect("load");
     assert_eq!(loaded, vec![turn], "a turn comes back exactly");
+}
+
+fn owned(session: &SessionId, owner: &str) -> SessionId {
+    session
+        .clone()
+        .owned_by(Owner::new(owner).expect("valid owner"))
+}
+
+fn forbidden<T: std::fmt::Debug>(result: crate::Result<T>, what: &str) {
+    match result {
+        Err(Error::Forbidden { message }) => assert!(
+            !message.contains("owner-a") && !message.contains("owner-b"),
+            "{what}: a refusal must not name the owner: {message}"
+        ),
+        other => panic!("{what} by another owner must be Error::Forbidden, got {other:?}"),
+    }
+}
+
+/// The first append records the owner; another owner (or none) can neither read, extend nor
+/// clear the session, and its refusal changes nothing.
+pub async fn sessions_belong_to_who_started_them(store: &dyn HistoryStore) {
+    let session = fresh_session("owned");
+    let (alice, bob) = (owned(&session, "owner-a"), owned(&session, "owner-b"));
+    assert_eq!(
+        store.owner(&session).await.expect("owner of a new session"),
+        SessionOwner::Unclaimed,
+        "a session without turns is unclaimed"
+    );
+    let turn = Turn::new("alice's question", "alice's answer");
+    store.append(&alice, &turn).await.expect("append by the owner");
+    assert_eq!(
+        store.owner(&bob).await.expect("owner"),
+        SessionOwner::User(Owner::new("owner-a").unwrap()),
+        "owner() names who started the session, whoever asks"
+    );
+    forbidden(store.load(&bob, 10).await, "load");
+    forbidden(store.load(&session, 10).await, "load without an owner");
+    forbidden(
+        store.append(&bob, &Turn::new("bob's", "turn")).await,
+        "append",
+    );
+    forbidden(store.clear(&bob).await, "clear");
+    let kept = store.load(&alice, 10).await.expect("load by the owner");
+    assert_eq!(ids(&kept), vec![turn.id], "refused calls change nothing");
+    store.clear(&alice).await.expect("clear by the owner");
+    assert_eq!(
+        store.owner(&session).await.expect("owner"),
+        SessionOwner::Unclaimed,
+        "a cleared session is unclaimed"
+    );
+}
+
+/// A session started without an owner is open only to asks without one.
+pub async fn anonymous_sessions_stay_anonymous(store: &dyn HistoryStore) {
+    let session = fresh_session("anonymous");
+    store
+        .append(&session, &Turn::new("q", "a"))
+        .await
+        .expect("anonymous append");
+    assert_eq!(
+        store.owner(&session).await.expect("owner"),
+        SessionOwner::Anonymous
+    );
+    forbidden(
+        store.load(&owned(&session, "owner-a"), 10).await,
+        "load of an anonymous session by an owner",
+    );
+    assert_eq!(store.load(&session, 10).await.expect("load").len(), 1);
+    store.clear(&session).await.expect("clear");
 }

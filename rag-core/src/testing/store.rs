@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use crate::error::{Error, Result};
 use crate::history::HistoryStore;
 use crate::retriever::Retriever;
-use crate::types::{Passage, RetrievalRequest, SessionId, Turn};
+use crate::types::{Passage, RetrievalRequest, SessionId, SessionOwner, Turn};
 
 /// Sleeps for `d`; no timer at all for zero (a zero-length tokio sleep still waits a tick).
 async fn pause(d: Duration) {
@@ -64,6 +64,11 @@ impl<T: HistoryStore> HistoryStore for Delayed<T> {
     async fn clear(&self, session: &SessionId) -> Result<()> {
         pause(self.write_delay).await;
         self.inner.clear(session).await
+    }
+
+    async fn owner(&self, session: &SessionId) -> Result<SessionOwner> {
+        pause(self.delay).await;
+        self.inner.owner(session).await
     }
 }
 
@@ -140,5 +145,9 @@ impl<S: HistoryStore> HistoryStore for FailingHistory<S> {
 
     async fn clear(&self, session: &SessionId) -> Result<()> {
         self.inner.clear(session).await
+    }
+
+    async fn owner(&self, session: &SessionId) -> Result<SessionOwner> {
+        self.inner.owner(session).await
     }
 }

@@ -9,5 +9,5 @@ mod turn;
 pub use generation::{Chunk, GenerationParams, StopReason, Usage};
 pub use image::{Image, ImageFormat};
 pub use passage::{Citation, Filter, Passage, RetrievalRequest, Retrieved, UserContext};
-pub use session::SessionId;
+pub use session::{Owner, SessionId, SessionOwner};
 pub use turn::{Turn, TurnId};

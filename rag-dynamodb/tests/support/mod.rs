@@ -87,7 +87,10 @@ pub(crate) async fn raw_items(
             .send()
             .await
             .expect("raw query");
-        items.extend(out.items.unwrap_or_default());
+        // Turn items only: the session's claim item (who owns it) is not a turn.
+        items.extend(out.items.unwrap_or_default().into_iter().filter(|item| {
+            !matches!(item.get(&names.turn_id), Some(AttributeValue::S(sk)) if sk == rag_dynamodb::CLAIM_SORT_KEY)
+        }));
         match out.last_evaluated_key {
             Some(key) if !key.is_empty() => start = Some(key),
             _ => return items,

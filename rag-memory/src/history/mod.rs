@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rag_core::{HistoryStore, Result, SessionId, Turn};
+use rag_core::{Error, HistoryStore, Owner, Result, SessionId, SessionOwner, Turn};
 
 pub use builder::InMemoryHistoryBuilder;
 use session::SessionTurns;
@@ -56,14 +56,35 @@ pub struct InMemoryHistory {
 /// One independently locked part of the session map, with its use order.
 #[derive(Default)]
 struct Shard {
-    sessions: HashMap<SessionId, Entry>,
+    /// By session id (the owner is in the entry, not the key: one id, one conversation).
+    sessions: HashMap<String, Entry>,
     /// Sessions by the tick of their last use: the first is the least recently used.
-    by_use: BTreeMap<u64, SessionId>,
+    by_use: BTreeMap<u64, String>,
 }
 
 struct Entry {
     turns: SessionTurns,
     last_used: u64,
+    /// Who started it (`None`: anonymous).
+    owner: Option<Owner>,
+}
+
+impl Entry {
+    fn ownership(&self) -> SessionOwner {
+        match &self.owner {
+            Some(owner) => SessionOwner::User(owner.clone()),
+            None => SessionOwner::Anonymous,
+        }
+    }
+
+    /// Refuses `session` unless its owner started this entry.
+    fn admit(&self, session: &SessionId) -> Result<()> {
+        if self.owner.as_ref() == session.owner() {
+            Ok(())
+        } else {
+            Err(Error::forbidden(session))
+        }
+    }
 }
 
 impl InMemoryHistory {
@@ -145,7 +166,7 @@ impl InMemoryHistory {
     }
 
     fn shard(&self, session: &SessionId) -> MutexGuard<'_, Shard> {
-        let i = (self.hasher.hash_one(session) % SHARDS as u64) as usize;
+        let i = (self.hasher.hash_one(session.as_str()) % SHARDS as u64) as usize;
         lock(&self.shards[i])
     }
 
@@ -184,20 +205,20 @@ impl InMemoryHistory {
 impl Shard {
     /// Marks `session` (which must be present) as used at `tick`.
     fn touch(&mut self, session: &SessionId, tick: u64) {
-        let Some(entry) = self.sessions.get_mut(session) else {
+        let Some(entry) = self.sessions.get_mut(session.as_str()) else {
             return;
         };
         let id = self
             .by_use
             .remove(&entry.last_used)
-            .unwrap_or_else(|| session.clone());
+            .unwrap_or_else(|| session.as_str().to_owned());
         entry.last_used = tick;
         self.by_use.insert(tick, id);
     }
 
     /// Removes `session`; returns whether it was present.
     fn remove(&mut self, session: &SessionId) -> bool {
-        match self.sessions.remove(session) {
+        match self.sessions.remove(session.as_str()) {
             Some(entry) => {
                 self.by_use.remove(&entry.last_used);
                 true
@@ -235,7 +256,7 @@ impl HistoryStore for InMemoryHistory {
         let now = (self.clock)();
         let tick = self.next_tick();
         let mut shard = self.shard(session);
-        let Some(entry) = shard.sessions.get_mut(session) else {
+        let Some(entry) = shard.sessions.get_mut(session.as_str()) else {
             return Ok(Vec::new());
         };
         entry.turns.expire(now, self.ttl);
@@ -244,6 +265,7 @@ impl HistoryStore for InMemoryHistory {
             self.sessions.fetch_sub(1, Ordering::AcqRel);
             return Ok(Vec::new());
         }
+        entry.admit(session)?;
         let turns = entry.turns.newest(max_turns);
         shard.touch(session, tick);
         Ok(turns)
@@ -254,9 +276,14 @@ impl HistoryStore for InMemoryHistory {
         let tick = self.next_tick();
         let created = {
             let mut shard = self.shard(session);
-            let created = match shard.sessions.get_mut(session) {
+            let created = match shard.sessions.get_mut(session.as_str()) {
                 Some(entry) => {
                     entry.turns.expire(now, self.ttl);
+                    // Every turn expired: the session is unclaimed, and this append claims it.
+                    if entry.turns.is_empty() {
+                        entry.owner = session.owner().cloned();
+                    }
+                    entry.admit(session)?;
                     entry.turns.insert(turn, now, self.max_turns);
                     false
                 }
@@ -264,13 +291,14 @@ impl HistoryStore for InMemoryHistory {
                     let mut turns = SessionTurns::default();
                     turns.insert(turn, now, self.max_turns);
                     shard.sessions.insert(
-                        session.clone(),
+                        session.as_str().to_owned(),
                         Entry {
                             turns,
                             last_used: tick,
+                            owner: session.owner().cloned(),
                         },
                     );
-                    shard.by_use.insert(tick, session.clone());
+                    shard.by_use.insert(tick, session.as_str().to_owned());
                     self.sessions.fetch_add(1, Ordering::AcqRel);
                     true
                 }
@@ -287,10 +315,30 @@ impl HistoryStore for InMemoryHistory {
     }
 
     async fn clear(&self, session: &SessionId) -> Result<()> {
-        if self.shard(session).remove(session) {
+        let mut shard = self.shard(session);
+        if let Some(entry) = shard.sessions.get(session.as_str()) {
+            entry.admit(session)?;
+        }
+        if shard.remove(session) {
             self.sessions.fetch_sub(1, Ordering::AcqRel);
         }
         Ok(())
+    }
+
+    async fn owner(&self, session: &SessionId) -> Result<SessionOwner> {
+        let now = (self.clock)();
+        let mut shard = self.shard(session);
+        let Some(entry) = shard.sessions.get_mut(session.as_str()) else {
+            return Ok(SessionOwner::Unclaimed);
+        };
+        // A session whose turns all expired is gone: unclaimed.
+        entry.turns.expire(now, self.ttl);
+        if entry.turns.is_empty() {
+            shard.remove(session);
+            self.sessions.fetch_sub(1, Ordering::AcqRel);
+            return Ok(SessionOwner::Unclaimed);
+        }
+        Ok(entry.ownership())
     }
 }
 
