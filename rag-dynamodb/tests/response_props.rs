@@ -201,6 +201,11 @@ fn typed(result: &Result<(), Error>) -> Result<(), TestCaseError> {
             prop_assert!(!message.is_empty());
             Ok(())
         }
+        // The claim's conditional put refused: the session is someone else's.
+        Err(Error::Forbidden { message }) => {
+            prop_assert!(!message.is_empty());
+            Ok(())
+        }
         Err(other) => Err(TestCaseError::fail(format!(
             "not a history error: {other:?}"
         ))),
