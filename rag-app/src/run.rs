@@ -367,7 +367,16 @@ impl Runner {
             let started = Instant::now();
             yield RunEvent::Started { node: id.clone(), cached: false };
             let (tx, mut rx) = mpsc::unbounded_channel();
-            let call = generate(&inner, &id, generator.as_ref(), &prompt, &params, &tx);
+            // The same bound as a node of a run.
+            let timeout = inner.node_timeout;
+            let call = async {
+                tokio::time::timeout(
+                    timeout,
+                    generate(&inner, &id, generator.as_ref(), &prompt, &params, &tx),
+                )
+                .await
+                .unwrap_or(Err(Error::Timeout { stage: Stage::Generation, after: timeout }))
+            };
             let mut call = std::pin::pin!(call);
             let result = loop {
                 tokio::select! {
@@ -1163,5 +1172,73 @@ mod tests {
         );
         assert_eq!(report.outputs["fine"].text, "ok");
         assert_eq!(generator.probe().calls(), 1, "only `fine` called its model");
+    }
+
+    fn chat_plan() -> Plan {
+        let app = serde_json::json!({
+            "format": "1.0", "id": "slow", "name": "Slow",
+            "nodes": {
+                "talk": {"kind": "chat", "model": "anthropic.claude-3-haiku-20240307-v1:0",
+                         "messages": [{"role": "user", "content": "hello"}]},
+                "after": {"kind": "generate", "model": "anthropic.claude-3-haiku-20240307-v1:0",
+                          "prompt": "{{@talk}}"}
+            }
+        });
+        Plan::from_json(&app.to_string()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_over_its_timeout_fails_and_skips_its_dependents() {
+        let generator = Arc::new(
+            ScriptedGenerator::new(["late"]).with_first_token_delay(Duration::from_secs(5)),
+        );
+        let runner = Runner::builder(Host(generator))
+            .with_node_timeout(Duration::from_millis(50))
+            .build()
+            .unwrap();
+        let events: Vec<RunEvent> = runner
+            .run(&chat_plan(), &Inputs::new())
+            .unwrap()
+            .collect()
+            .await;
+        let Some(RunEvent::Finished(report)) = events.last() else {
+            panic!("no report")
+        };
+        assert!(
+            matches!(report.failed.get("talk"), Some(Error::Timeout { .. })),
+            "{report:?}"
+        );
+        assert!(report.skipped.contains("after"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn continuing_a_chat_is_bounded_by_the_node_timeout() {
+        let generator = Arc::new(
+            ScriptedGenerator::new(["late"]).with_first_token_delay(Duration::from_secs(5)),
+        );
+        let plan = chat_plan();
+        let patient = Runner::builder(Host(generator.clone())).build().unwrap();
+        let events: Vec<RunEvent> = patient.run(&plan, &Inputs::new()).unwrap().collect().await;
+        let Some(RunEvent::Finished(report)) = events.last() else {
+            panic!("no report")
+        };
+        assert!(report.is_success(), "{report:?}");
+
+        let hasty = Runner::builder(Host(generator))
+            .with_node_timeout(Duration::from_millis(50))
+            .build()
+            .unwrap();
+        let more: Vec<RunEvent> = hasty
+            .continue_chat(&plan, report, "talk", "and then?")
+            .unwrap()
+            .collect()
+            .await;
+        let Some(RunEvent::Finished(after)) = more.last() else {
+            panic!("no report")
+        };
+        assert!(
+            matches!(after.failed.get("talk"), Some(Error::Timeout { .. })),
+            "{after:?}"
+        );
     }
 }
