@@ -610,16 +610,50 @@ fn check_node(
                 negative_prompt: None,
                 width: image.width,
                 height: image.height,
-                cfg_scale: image.cfg_scale.map(|c| c as f32),
-                seed: image.seed,
+                cfg_scale: None,
+                seed: None,
             };
+            // The negative prompt, when it is literal text, is checked here too.
+            let negative = image
+                .negative_prompt
+                .as_deref()
+                .filter(|n| refs::references(n).next().is_none() && !n.trim().is_empty())
+                .map(str::to_owned);
             if image.prompt.trim().is_empty() {
                 push("prompt", "the prompt is empty".into());
             }
-            match catalog.check_image(&image.model, &request) {
-                Ok(()) => {}
-                Err(ImageProblem::UnknownModel(message)) => push("model", message),
-                Err(ImageProblem::OutOfRange { field, message }) => push(&field, message),
+            // `check_image` stops at its first problem: each optional setting is checked in a
+            // request of its own, so that every problem is reported (repeats are dropped).
+            let requests = [
+                request.clone(),
+                ImageRequest {
+                    negative_prompt: negative,
+                    ..request.clone()
+                },
+                ImageRequest {
+                    cfg_scale: image.cfg_scale.map(|c| c as f32),
+                    ..request.clone()
+                },
+                ImageRequest {
+                    seed: image.seed,
+                    ..request.clone()
+                },
+            ];
+            let mut seen = Vec::new();
+            for one in &requests {
+                match catalog.check_image(&image.model, one) {
+                    Ok(()) => {}
+                    Err(problem) if seen.contains(&problem) => {}
+                    Err(problem) => {
+                        match &problem {
+                            ImageProblem::UnknownModel(message) => push("model", message.clone()),
+                            ImageProblem::OutOfRange { field, message } => {
+                                push(field, message.clone())
+                            }
+                        }
+                        seen.push(problem);
+                    }
+                }
             }
         }
     }

@@ -245,3 +245,23 @@ fn every_settings_problem_of_one_node_is_reported() {
     }
 }
 
+#[test]
+fn every_image_settings_problem_is_reported() {
+    // `ImageModelProfile::check` stops at its first problem; the negative prompt, the guidance
+    // and the seed of one node must all be reported, and a literal negative prompt checked.
+    let found = problems(json!({
+        "format": "1.0", "id": "img", "name": "Images",
+        "nodes": {
+            "pic": {"kind": "image", "model": "amazon.titan-image-generator-v2:0", "prompt": "a lighthouse",
+                "negative_prompt": "x".repeat(600), "width": 1024, "height": 1024,
+                "cfg_scale": 42.0, "seed": 4000000000u32}
+        }
+    }));
+    for path in [
+        "$.nodes.pic.negative_prompt",
+        "$.nodes.pic.cfg_scale",
+        "$.nodes.pic.seed",
+    ] {
+        assert!(has(&found, path, ""), "nothing at {path} in {found:#?}");
+    }
+}
