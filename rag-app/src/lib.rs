@@ -21,5 +21,5 @@ pub use plan::{validate, validate_json, BedrockCatalog, Catalog, ImageProblem, P
 pub use refs::Reference;
 pub use run::{
     Inputs, Models, NodeOutput, RagAnswerer, RunEvent, RunReport, RunStream, Runner, RunnerBuilder,
-    MAX_TOP_K,
+    MAX_PROMPT_BYTES, MAX_TOP_K,
 };

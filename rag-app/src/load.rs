@@ -144,6 +144,11 @@ impl<'de> Visitor<'de> for Duplicates<'_> {
 /// exhaust memory.
 pub const MAX_APP_BYTES: usize = 4 << 20;
 
+/// How many bytes of document the loader may read again in all: each unknown field or
+/// unreadable node costs one more reading of the whole document, so a large file full of
+/// unknown fields would otherwise take minutes (10,000 readings of 4 MiB).
+const READ_BUDGET_BYTES: usize = 64 << 20;
+
 /// Reads `json` as an app. Never runs anything and never panics; what it cannot read is a
 /// problem, and it goes on where it can so that one pass reports as much as possible.
 pub(crate) fn load(json: &str) -> Loaded {
@@ -207,8 +212,19 @@ pub(crate) fn load(json: &str) -> Loaded {
     }
 
     // Each round reads the document until its first error; an unknown field or an unreadable
-    // node is recorded, taken out, and the reading goes on.
-    for _ in 0..10_000 {
+    // node is recorded, taken out, and the reading goes on, within a budget of work.
+    let rounds = (READ_BUDGET_BYTES / json.len().max(1)).clamp(16, 10_000);
+    for round in 0.. {
+        if round == rounds {
+            out.doc = None;
+            out.problems.push(Problem::new(
+                "$",
+                format!(
+                    "reading stopped after {rounds} unknown fields or unreadable nodes; fix these and check again"
+                ),
+            ));
+            break;
+        }
         match serde_path_to_error::deserialize::<_, AppDoc>(&value) {
             Ok(doc) => {
                 out.doc = Some(doc);
@@ -226,7 +242,8 @@ pub(crate) fn load(json: &str) -> Loaded {
                     .collect();
                 let message = error.into_inner().to_string();
                 if let Some(field) = unknown_field(&message) {
-                    if let Some(path) = remove_key(&mut value, &segments, &field) {
+                    let expected = expected_fields(&message);
+                    if let Some(path) = remove_key(&mut value, &segments, &field, &expected) {
                         if newer_minor {
                             out.warnings
                                 .push(Problem::new(path, "not known to this version; ignored"));
@@ -304,9 +321,29 @@ fn unknown_field(message: &str) -> Option<String> {
     Some(rest[..rest.find('`')?].to_owned())
 }
 
+/// The fields serde's message says it expected ("expected one of `a`, `b`", "expected `a`
+/// or `b`"): the fields of the object that holds the unknown one.
+fn expected_fields(message: &str) -> Vec<String> {
+    let Some((_, list)) = message.split_once(", expected ") else {
+        return Vec::new();
+    };
+    list.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Takes `field` out of the object at `segments`, or out of the first object below it that
-/// has it (serde reports errors inside a node at the node's path); returns its path.
-fn remove_key(value: &mut Value, segments: &[String], field: &str) -> Option<String> {
+/// has it (serde reports errors inside a node at the node's path); returns its path. Below
+/// the path, an object whose other keys are all `expected` (the type that refused the field)
+/// is taken first: a field unknown in a chat message may be a known field of its node.
+fn remove_key(
+    value: &mut Value,
+    segments: &[String],
+    field: &str,
+    expected: &[String],
+) -> Option<String> {
     // The path may end with the unknown field itself.
     let segments = match segments.split_last() {
         Some((last, parent)) if last == field => parent,
@@ -321,22 +358,39 @@ fn remove_key(value: &mut Value, segments: &[String], field: &str) -> Option<Str
         };
     }
     let base = path_of(segments);
-    remove_below(at, field, &base)
+    if !expected.is_empty() {
+        let fits = |map: &serde_json::Map<String, Value>| {
+            map.contains_key(field)
+                && map
+                    .keys()
+                    .all(|k| k == field || k == "kind" || expected.iter().any(|e| e == k))
+        };
+        if let Some(path) = remove_below(at, field, &base, &fits) {
+            return Some(path);
+        }
+    }
+    remove_below(at, field, &base, &|map| map.contains_key(field))
 }
 
-fn remove_below(value: &mut Value, field: &str, path: &str) -> Option<String> {
+fn remove_below(
+    value: &mut Value,
+    field: &str,
+    path: &str,
+    fits: &dyn Fn(&serde_json::Map<String, Value>) -> bool,
+) -> Option<String> {
     match value {
         Value::Object(map) => {
-            if map.remove(field).is_some() {
+            if fits(map) {
+                map.remove(field);
                 return Some(push_key(path, field));
             }
             map.iter_mut()
-                .find_map(|(k, v)| remove_below(v, field, &push_key(path, k)))
+                .find_map(|(k, v)| remove_below(v, field, &push_key(path, k), fits))
         }
         Value::Array(items) => items
             .iter_mut()
             .enumerate()
-            .find_map(|(i, v)| remove_below(v, field, &format!("{path}[{i}]"))),
+            .find_map(|(i, v)| remove_below(v, field, &format!("{path}[{i}]"), fits)),
         _ => None,
     }
 }
@@ -347,6 +401,47 @@ mod tests {
 
     fn app(nodes: &str) -> String {
         format!(r#"{{"format":"1.0","id":"a","name":"A","nodes":{{{nodes}}}}}"#)
+    }
+
+    #[test]
+    fn a_file_full_of_unknown_fields_is_read_within_a_budget() {
+        // 1 MiB of nodes and 5,000 unknown fields: one reading per field would be 5,000
+        // readings of the whole file (minutes); the budget stops early and says so.
+        let nodes: Vec<String> = (0..20_000)
+            .map(|i| format!(r#""n{i}":{{"kind":"text","text":"some words for node {i}"}}"#))
+            .collect();
+        let junk: Vec<String> = (0..5_000).map(|i| format!(r#""zz{i}":0"#)).collect();
+        let json = format!(
+            r#"{{"format":"1.0","id":"a","name":"A","nodes":{{{}}},{}}}"#,
+            nodes.join(","),
+            junk.join(",")
+        );
+        let loaded = load(&json);
+        let rounds = READ_BUDGET_BYTES / json.len();
+        assert!(
+            loaded.problems.len() <= rounds + 1,
+            "{}",
+            loaded.problems.len()
+        );
+        assert!(loaded
+            .problems
+            .last()
+            .is_some_and(|p| p.message.contains("reading stopped")));
+        assert!(loaded.doc.is_none());
+    }
+
+    #[test]
+    fn an_unknown_field_is_taken_from_the_object_that_refused_it() {
+        // `title` is unknown in a chat message and known in its node: the message's goes.
+        let chat = r#""c":{"kind":"chat","title":"Talk","model":"m","messages":[{"role":"user","content":"hi","title":"x"}]}"#;
+        let loaded = load(&app(chat));
+        let paths: Vec<_> = loaded.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["$.nodes.c.messages[0].title"]);
+        // In a newer minor it is ignored, and the node keeps its own title.
+        let newer = load(&app(chat).replace(r#""format":"1.0""#, r#""format":"1.3""#));
+        assert!(newer.problems.is_empty(), "{:?}", newer.problems);
+        let doc = newer.doc.unwrap();
+        assert_eq!(doc.nodes["c"].title(), Some("Talk"));
     }
 
     #[test]

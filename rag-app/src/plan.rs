@@ -365,7 +365,7 @@ fn check(doc: &AppDoc, catalog: &dyn Catalog, broken: &BTreeSet<String>) -> Vec<
     for id in doc.layout.keys() {
         if !doc.nodes.contains_key(id) && !broken.contains(id) {
             problems.push(Problem::new(
-                format!("$.layout.{id}"),
+                node_path(id).replacen("$.nodes", "$.layout", 1),
                 format!("a position for `{id}`, which no node has"),
             ));
         }
@@ -448,16 +448,54 @@ fn check_node(
             }
         }
         let params = sampling.params();
-        if let Err(Error::InvalidInput { field, message }) = params.validate() {
-            if !matches!(field, "params.temperature" | "params.top_p") {
+        // `validate` and `check_params` stop at their first problem: each setting is checked
+        // on its own (the others valid) so that every problem is reported.
+        let valid = rag_core::GenerationParams {
+            temperature: None,
+            top_p: None,
+            top_k: None,
+            max_tokens: 1,
+            stop_sequences: Vec::new(),
+        };
+        let alone = [
+            rag_core::GenerationParams {
+                top_k: params.top_k,
+                ..valid.clone()
+            },
+            rag_core::GenerationParams {
+                max_tokens: params.max_tokens,
+                ..valid.clone()
+            },
+            rag_core::GenerationParams {
+                stop_sequences: params.stop_sequences.clone(),
+                ..valid.clone()
+            },
+        ];
+        let mut max_tokens_refused = false;
+        for one in &alone {
+            if let Err(Error::InvalidInput { field, message }) = one.validate() {
+                max_tokens_refused |= field == "params.max_tokens";
                 push(&field.replace("stop_sequences", "stop"), message);
             }
         }
         if let Some(profile) = &profile {
-            if let Err(Error::InvalidInput { field, message }) =
-                profile.check_params(node.model().unwrap_or_default(), &params)
-            {
-                push(field, message);
+            let model = node.model().unwrap_or_default();
+            let sampling_alone = rag_core::GenerationParams {
+                temperature: params.temperature,
+                top_p: params.top_p,
+                ..valid.clone()
+            };
+            let checks = if max_tokens_refused {
+                vec![&sampling_alone]
+            } else {
+                vec![&alone[1], &sampling_alone]
+            };
+            for one in checks {
+                if let Err(Error::InvalidInput { field, message }) =
+                    profile.check_params(model, one)
+                {
+                    push(field, message);
+                }
             }
         }
     }
@@ -572,16 +610,50 @@ fn check_node(
                 negative_prompt: None,
                 width: image.width,
                 height: image.height,
-                cfg_scale: image.cfg_scale.map(|c| c as f32),
-                seed: image.seed,
+                cfg_scale: None,
+                seed: None,
             };
+            // The negative prompt, when it is literal text, is checked here too.
+            let negative = image
+                .negative_prompt
+                .as_deref()
+                .filter(|n| refs::references(n).next().is_none() && !n.trim().is_empty())
+                .map(str::to_owned);
             if image.prompt.trim().is_empty() {
                 push("prompt", "the prompt is empty".into());
             }
-            match catalog.check_image(&image.model, &request) {
-                Ok(()) => {}
-                Err(ImageProblem::UnknownModel(message)) => push("model", message),
-                Err(ImageProblem::OutOfRange { field, message }) => push(&field, message),
+            // `check_image` stops at its first problem: each optional setting is checked in a
+            // request of its own, so that every problem is reported (repeats are dropped).
+            let requests = [
+                request.clone(),
+                ImageRequest {
+                    negative_prompt: negative,
+                    ..request.clone()
+                },
+                ImageRequest {
+                    cfg_scale: image.cfg_scale.map(|c| c as f32),
+                    ..request.clone()
+                },
+                ImageRequest {
+                    seed: image.seed,
+                    ..request.clone()
+                },
+            ];
+            let mut seen = Vec::new();
+            for one in &requests {
+                match catalog.check_image(&image.model, one) {
+                    Ok(()) => {}
+                    Err(problem) if seen.contains(&problem) => {}
+                    Err(problem) => {
+                        match &problem {
+                            ImageProblem::UnknownModel(message) => push("model", message.clone()),
+                            ImageProblem::OutOfRange { field, message } => {
+                                push(field, message.clone())
+                            }
+                        }
+                        seen.push(problem);
+                    }
+                }
             }
         }
     }

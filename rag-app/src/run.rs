@@ -23,6 +23,11 @@ use crate::share::sha256;
 /// The most passages a `rag` node may ask for.
 pub const MAX_TOP_K: usize = 100;
 
+/// The longest text a node's template may render to, in bytes. A template may reference the
+/// same node many times (`{{@doc}}{{@doc}}...`): without a bound, a small shared app could make
+/// the runner build a prompt of gigabytes before any model refuses it.
+pub const MAX_PROMPT_BYTES: usize = 4 << 20;
+
 /// Resolves the model ids of an app to generators: the host's side of an app (credentials
 /// and clients live here, never in the app). `rag_app::BedrockModels` (feature `bedrock`)
 /// resolves Bedrock ids.
@@ -349,7 +354,8 @@ impl Runner {
         let system = chat
             .system
             .as_deref()
-            .map(|s| render_text(s, &report.outputs));
+            .map(|s| render_text(s, &report.outputs))
+            .transpose()?;
         let prompt = Prompt::Chat {
             system,
             messages: conversation.clone(),
@@ -361,7 +367,16 @@ impl Runner {
             let started = Instant::now();
             yield RunEvent::Started { node: id.clone(), cached: false };
             let (tx, mut rx) = mpsc::unbounded_channel();
-            let call = generate(&inner, &id, generator.as_ref(), &prompt, &params, &tx);
+            // The same bound as a node of a run.
+            let timeout = inner.node_timeout;
+            let call = async {
+                tokio::time::timeout(
+                    timeout,
+                    generate(&inner, &id, generator.as_ref(), &prompt, &params, &tx),
+                )
+                .await
+                .unwrap_or(Err(Error::Timeout { stage: Stage::Generation, after: timeout }))
+            };
             let mut call = std::pin::pin!(call);
             let result = loop {
                 tokio::select! {
@@ -654,40 +669,56 @@ fn rag_pipeline(
 
 /// A template with its references replaced by the values' texts (images are refused by
 /// validation where text is expected).
-fn render_text(template: &str, outputs: &BTreeMap<String, Arc<NodeOutput>>) -> String {
-    render(template, outputs).0
+fn render_text(template: &str, outputs: &BTreeMap<String, Arc<NodeOutput>>) -> Result<String> {
+    Ok(render(template, outputs)?.0)
 }
 
-/// A template's text, and the images its references put before it.
-fn render(template: &str, outputs: &BTreeMap<String, Arc<NodeOutput>>) -> (String, Vec<Image>) {
-    let mut text = String::with_capacity(template.len());
+/// A template's text, and the images its references put before it; an error when the text
+/// would be longer than [`MAX_PROMPT_BYTES`].
+fn render(
+    template: &str,
+    outputs: &BTreeMap<String, Arc<NodeOutput>>,
+) -> Result<(String, Vec<Image>)> {
+    let mut text = String::with_capacity(template.len().min(MAX_PROMPT_BYTES));
     let mut images = Vec::new();
+    let push = |text: &mut String, piece: &str| {
+        if text.len() + piece.len() > MAX_PROMPT_BYTES {
+            return Err(Error::invalid_input(
+                "prompt",
+                format!(
+                    "the template renders to more than {MAX_PROMPT_BYTES} bytes (its references repeat long values)"
+                ),
+            ));
+        }
+        text.push_str(piece);
+        Ok(())
+    };
     for piece in refs::parse(template).unwrap_or_default() {
         match piece {
-            Piece::Text(t) => text.push_str(t),
+            Piece::Text(t) => push(&mut text, t)?,
             Piece::Ref(r) => {
                 let Some(output) = outputs.get(&r.node) else {
                     continue;
                 };
                 match r.field.as_deref() {
-                    Some("citations") => text.push_str(&output.citations_text()),
+                    Some("citations") => push(&mut text, &output.citations_text())?,
                     _ => match &output.image {
                         Some(image) => images.push(image.clone()),
-                        None => text.push_str(&output.text),
+                        None => push(&mut text, &output.text)?,
                     },
                 }
             }
         }
     }
-    (text, images)
+    Ok((text, images))
 }
 
 /// A user message from a template: its text and images.
-fn user_message(template: &str, outputs: &BTreeMap<String, Arc<NodeOutput>>) -> Message {
-    let (text, images) = render(template, outputs);
+fn user_message(template: &str, outputs: &BTreeMap<String, Arc<NodeOutput>>) -> Result<Message> {
+    let (text, images) = render(template, outputs)?;
     let mut message = Message::user(text);
     message.images = images;
-    message
+    Ok(message)
 }
 
 /// The cache key of a node: its configuration (without its title) and the outputs of the
@@ -880,8 +911,11 @@ async fn run_node(
             Work::Generate(generator),
         ) => {
             let prompt = Prompt::Chat {
-                system: system.as_deref().map(|s| render_text(s, &outputs)),
-                messages: vec![user_message(prompt, &outputs)],
+                system: system
+                    .as_deref()
+                    .map(|s| render_text(s, &outputs))
+                    .transpose()?,
+                messages: vec![user_message(prompt, &outputs)?],
             };
             generate(
                 &inner,
@@ -907,12 +941,15 @@ async fn run_node(
                 .map(|m| match m.role {
                     rag_core::Role::User => user_message(&m.content, &outputs),
                     rag_core::Role::Assistant => {
-                        Message::assistant(render_text(&m.content, &outputs))
+                        render_text(&m.content, &outputs).map(Message::assistant)
                     }
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             let prompt = Prompt::Chat {
-                system: system.as_deref().map(|s| render_text(s, &outputs)),
+                system: system
+                    .as_deref()
+                    .map(|s| render_text(s, &outputs))
+                    .transpose()?,
                 messages: messages.clone(),
             };
             let mut output = generate(
@@ -930,7 +967,7 @@ async fn run_node(
             Ok(output)
         }
         (Node::Rag(RagNode { query, .. }), Work::Rag { pipeline }) => {
-            let query = render_text(query, &outputs);
+            let query = render_text(query, &outputs)?;
             let session = SessionId::new(format!("app.{}.{}.{run_id}", plan.doc().id, n.id))?;
             let mut events = pipeline.ask(Ask::new(session, query));
             let mut citations = Vec::new();
@@ -988,10 +1025,11 @@ async fn run_node(
             Work::Image(generator),
         ) => {
             let request = ImageRequest {
-                prompt: render_text(prompt, &outputs),
+                prompt: render_text(prompt, &outputs)?,
                 negative_prompt: negative_prompt
                     .as_deref()
                     .map(|n| render_text(n, &outputs))
+                    .transpose()?
                     .filter(|n| !n.trim().is_empty()),
                 width: *width,
                 height: *height,
@@ -1086,5 +1124,121 @@ async fn generate(
         });
         tokio::time::sleep(inner.retry.backoff(attempt - 1)).await;
         attempt += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rag_core::testing::ScriptedGenerator;
+
+    #[derive(Debug)]
+    struct Host(Arc<ScriptedGenerator>);
+
+    impl Models for Host {
+        fn generator(&self, _model_id: &str) -> Result<Arc<dyn Generator>> {
+            Ok(self.0.clone())
+        }
+        fn image_generator(&self, model_id: &str) -> Result<Arc<dyn ImageGenerator>> {
+            Err(Error::config(format!("no image model {model_id}")))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_template_that_repeats_a_long_value_fails_its_node_without_a_call() {
+        // A 1 MiB text referenced five times: a 1 MiB app asking for a 5 MiB prompt.
+        let app = serde_json::json!({
+            "format": "1.0", "id": "amplify", "name": "Amplify",
+            "nodes": {
+                "big": {"kind": "text", "text": "x".repeat(1 << 20)},
+                "small": {"kind": "text", "text": "short"},
+                "huge": {"kind": "generate", "model": "anthropic.claude-3-haiku-20240307-v1:0",
+                         "prompt": "{{@big}}".repeat(5)},
+                "fine": {"kind": "generate", "model": "anthropic.claude-3-haiku-20240307-v1:0",
+                         "prompt": "{{@small}} {{@small}}"}
+            }
+        });
+        let plan = Plan::from_json(&app.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        let generator = Arc::new(ScriptedGenerator::new(["ok"]));
+        let runner = Runner::builder(Host(generator.clone())).build().unwrap();
+        let events: Vec<RunEvent> = runner.run(&plan, &Inputs::new()).unwrap().collect().await;
+        let Some(RunEvent::Finished(report)) = events.last() else {
+            panic!("no report")
+        };
+        let error = report.failed.get("huge").expect("the node fails");
+        assert!(
+            error.to_string().contains("renders to more than"),
+            "{error}"
+        );
+        assert_eq!(report.outputs["fine"].text, "ok");
+        assert_eq!(generator.probe().calls(), 1, "only `fine` called its model");
+    }
+
+    fn chat_plan() -> Plan {
+        let app = serde_json::json!({
+            "format": "1.0", "id": "slow", "name": "Slow",
+            "nodes": {
+                "talk": {"kind": "chat", "model": "anthropic.claude-3-haiku-20240307-v1:0",
+                         "messages": [{"role": "user", "content": "hello"}]},
+                "after": {"kind": "generate", "model": "anthropic.claude-3-haiku-20240307-v1:0",
+                          "prompt": "{{@talk}}"}
+            }
+        });
+        Plan::from_json(&app.to_string()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_over_its_timeout_fails_and_skips_its_dependents() {
+        let generator = Arc::new(
+            ScriptedGenerator::new(["late"]).with_first_token_delay(Duration::from_secs(5)),
+        );
+        let runner = Runner::builder(Host(generator))
+            .with_node_timeout(Duration::from_millis(50))
+            .build()
+            .unwrap();
+        let events: Vec<RunEvent> = runner
+            .run(&chat_plan(), &Inputs::new())
+            .unwrap()
+            .collect()
+            .await;
+        let Some(RunEvent::Finished(report)) = events.last() else {
+            panic!("no report")
+        };
+        assert!(
+            matches!(report.failed.get("talk"), Some(Error::Timeout { .. })),
+            "{report:?}"
+        );
+        assert!(report.skipped.contains("after"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn continuing_a_chat_is_bounded_by_the_node_timeout() {
+        let generator = Arc::new(
+            ScriptedGenerator::new(["late"]).with_first_token_delay(Duration::from_secs(5)),
+        );
+        let plan = chat_plan();
+        let patient = Runner::builder(Host(generator.clone())).build().unwrap();
+        let events: Vec<RunEvent> = patient.run(&plan, &Inputs::new()).unwrap().collect().await;
+        let Some(RunEvent::Finished(report)) = events.last() else {
+            panic!("no report")
+        };
+        assert!(report.is_success(), "{report:?}");
+
+        let hasty = Runner::builder(Host(generator))
+            .with_node_timeout(Duration::from_millis(50))
+            .build()
+            .unwrap();
+        let more: Vec<RunEvent> = hasty
+            .continue_chat(&plan, report, "talk", "and then?")
+            .unwrap()
+            .collect()
+            .await;
+        let Some(RunEvent::Finished(after)) = more.last() else {
+            panic!("no report")
+        };
+        assert!(
+            matches!(after.failed.get("talk"), Some(Error::Timeout { .. })),
+            "{after:?}"
+        );
     }
 }

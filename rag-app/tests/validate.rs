@@ -216,3 +216,52 @@ fn a_valid_app_round_trips_and_forks() {
     assert_eq!(fork.nodes, doc.nodes);
     assert!(rag_app::validate(&fork).is_empty());
 }
+
+#[test]
+fn every_settings_problem_of_one_node_is_reported() {
+    // `GenerationParams::validate` and `check_params` stop at their first problem; a node
+    // with several must still show them all.
+    let stops: Vec<String> = (0..17).map(|i| format!("s{i}")).collect();
+    let found = problems(json!({
+        "format": "1.0", "id": "p", "name": "Params",
+        "nodes": {
+            "many": {"kind": "generate", "model": HAIKU, "prompt": "hi",
+                "params": {"temperature": 1.5, "top_k": 0, "stop": stops}},
+            "both": {"kind": "generate", "model": OPUS_41, "prompt": "hi",
+                "params": {"temperature": 0.5, "top_p": 0.5, "max_tokens": 999999}}
+        }
+    }));
+    for (path, words) in [
+        ("$.nodes.many.params.temperature", "outside 0.0..=1.0"),
+        ("$.nodes.many.params.top_k", "outside"),
+        ("$.nodes.many.params.stop", "at most"),
+        ("$.nodes.both.params.max_tokens", "999999"),
+        ("$.nodes.both.params.top_p", "not both"),
+    ] {
+        assert!(
+            has(&found, path, words),
+            "no `{words}` at {path} in {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn every_image_settings_problem_is_reported() {
+    // `ImageModelProfile::check` stops at its first problem; the negative prompt, the guidance
+    // and the seed of one node must all be reported, and a literal negative prompt checked.
+    let found = problems(json!({
+        "format": "1.0", "id": "img", "name": "Images",
+        "nodes": {
+            "pic": {"kind": "image", "model": "amazon.titan-image-generator-v2:0", "prompt": "a lighthouse",
+                "negative_prompt": "x".repeat(600), "width": 1024, "height": 1024,
+                "cfg_scale": 42.0, "seed": 4000000000u32}
+        }
+    }));
+    for path in [
+        "$.nodes.pic.negative_prompt",
+        "$.nodes.pic.cfg_scale",
+        "$.nodes.pic.seed",
+    ] {
+        assert!(has(&found, path, ""), "nothing at {path} in {found:#?}");
+    }
+}
