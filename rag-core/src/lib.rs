@@ -34,6 +34,7 @@ pub use prompt::{
 pub use retriever::Retriever;
 pub use tokens::{Cl100kCounter, TokenCounter, TokenScheme};
 pub use types::{
-    Chunk, Citation, Filter, GenerationParams, Image, ImageFormat, Passage, RetrievalRequest,
-    Retrieved, SessionId, Owner, SessionOwner, StopReason, Turn, TurnId, Usage, UserContext,
+    Chunk, Citation, Filter, GenerationParams, Image, ImageFormat, Owner, Passage,
+    RetrievalRequest, Retrieved, SessionId, SessionOwner, StopReason, Turn, TurnId, Usage,
+    UserContext,
 };

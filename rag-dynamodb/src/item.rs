@@ -155,15 +155,21 @@ impl AttributeNames {
     ) -> Result<SessionOwner> {
         match item.get(&self.owner) {
             Some(AttributeValue::S(s)) if s == "anonymous" => Ok(SessionOwner::Anonymous),
-            Some(AttributeValue::S(s)) if s.starts_with("user:") => Owner::new(&s[5..])
-                .map(SessionOwner::User)
-                .map_err(|e| {
+            Some(AttributeValue::S(s)) if s.starts_with("user:") => {
+                Owner::new(&s[5..]).map(SessionOwner::User).map_err(|e| {
                     Error::history(
                         format!("table `{table}` holds a claim item with a bad owner: {e}"),
                         false,
                     )
-                }),
-            other => Err(malformed(table, item, &self.owner, "`user:<id>` or `anonymous`", other)),
+                })
+            }
+            other => Err(malformed(
+                table,
+                item,
+                &self.owner,
+                "`user:<id>` or `anonymous`",
+                other,
+            )),
         }
     }
 

@@ -236,8 +236,9 @@ impl HistoryStore for DynamoDbHistory {
         // bring fewer turns than asked: keep paging until enough or the session's end.
         loop {
             // The first page starts with the claim item (it sorts last): one more.
-            let wanted = i32::try_from((max_turns - turns.len()).saturating_add(usize::from(first)))
-                .unwrap_or(i32::MAX);
+            let wanted =
+                i32::try_from((max_turns - turns.len()).saturating_add(usize::from(first)))
+                    .unwrap_or(i32::MAX);
             let limit = self.settings.page_size.map_or(wanted, |p| p.min(wanted));
             let (items, next) = self
                 .query_page(session, Some(limit), start, false, now)
@@ -245,7 +246,10 @@ impl HistoryStore for DynamoDbHistory {
             for (i, item) in items.iter().enumerate() {
                 if self.settings.names.is_claim(item) {
                     // Checked before any turn is taken from the page.
-                    let owner = self.settings.names.claim_owner(&self.settings.table, item)?;
+                    let owner = self
+                        .settings
+                        .names
+                        .claim_owner(&self.settings.table, item)?;
                     if !owner.admits(session) {
                         return Err(Error::forbidden(session));
                     }
@@ -336,10 +340,9 @@ impl HistoryStore for DynamoDbHistory {
         let (items, _) = self.query_page(session, Some(1), None, false, now).await?;
         match items.first() {
             None => Ok(SessionOwner::Unclaimed),
-            Some(item) if self.settings.names.is_claim(item) => self
-                .settings
-                .names
-                .claim_owner(&self.settings.table, item),
+            Some(item) if self.settings.names.is_claim(item) => {
+                self.settings.names.claim_owner(&self.settings.table, item)
+            }
             // Turns written before sessions had owners.
             Some(_) => Ok(SessionOwner::Anonymous),
         }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use crate::history::HistoryStore;
 use crate::error::Error;
+use crate::history::HistoryStore;
 use crate::types::{Owner, SessionId, SessionOwner, Turn, TurnId};
 
 /// Runs every check against `store`.
@@ -215,7 +215,10 @@ pub async fn sessions_belong_to_who_started_them(store: &dyn HistoryStore) {
         "a session without turns is unclaimed"
     );
     let turn = Turn::new("alice's question", "alice's answer");
-    store.append(&alice, &turn).await.expect("append by the owner");
+    store
+        .append(&alice, &turn)
+        .await
+        .expect("append by the owner");
     assert_eq!(
         store.owner(&bob).await.expect("owner"),
         SessionOwner::User(Owner::new("owner-a").unwrap()),

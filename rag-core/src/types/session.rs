@@ -250,8 +250,12 @@ mod tests {
 
     #[test]
     fn ownership_admits_only_its_owner() {
-        let alice = SessionId::new("s").unwrap().owned_by(Owner::new("alice").unwrap());
-        let bob = SessionId::new("s").unwrap().owned_by(Owner::new("bob").unwrap());
+        let alice = SessionId::new("s")
+            .unwrap()
+            .owned_by(Owner::new("alice").unwrap());
+        let bob = SessionId::new("s")
+            .unwrap()
+            .owned_by(Owner::new("bob").unwrap());
         let anonymous = SessionId::new("s").unwrap();
         let owned = SessionOwner::User(Owner::new("alice").unwrap());
         assert!(owned.admits(&alice));
