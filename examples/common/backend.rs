@@ -10,11 +10,12 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::ValueEnum;
 use rag::memory::{ExtractiveGenerator, ExtractiveTemplate, InMemoryHistory, TantivyRetriever};
 use rag::model::default_reserve;
-use rag::{GenerationParams, ModelFamily, ModelProfile, Pipeline, Route};
+use rag::{GenerationParams, HistoryStore, ModelFamily, ModelProfile, Pipeline, Route};
 
 use super::docs;
 use super::openai::LocalModel;
@@ -149,6 +150,12 @@ pub(crate) struct Built {
     pub(crate) pipeline: Pipeline,
     /// For example `local index, in-memory history, extractive generator (offline)`.
     pub(crate) description: String,
+    /// The pipeline's history store, for services that check a session's owner before a
+    /// resume.
+    pub(crate) history: Arc<dyn HistoryStore>,
+    /// The folders the local index read (empty for other retrievers): its passages' `uri`s
+    /// are paths under them.
+    pub(crate) doc_roots: Vec<PathBuf>,
 }
 
 impl BackendArgs {
@@ -290,8 +297,14 @@ impl BackendArgs {
             None
         };
         let mut builder = Pipeline::builder().with_top_k(self.top_k);
+        let mut doc_roots = Vec::new();
         builder = match self.retriever {
             RetrieverKind::Local => {
+                doc_roots = if self.docs.is_empty() {
+                    vec![docs::project_root().to_path_buf()]
+                } else {
+                    self.docs.clone()
+                };
                 let index = TantivyRetriever::in_memory()?;
                 let (files, passages) =
                     docs::index_docs(&index, &self.docs).map_err(Fatal::config)?;
@@ -313,20 +326,21 @@ impl BackendArgs {
                 builder
             }
         };
-        builder = match self.history {
+        let history: Arc<dyn HistoryStore> = match self.history {
             HistoryKind::Memory => {
                 parts.push("in-memory history".into());
-                builder.with_history(InMemoryHistory::new())
+                Arc::new(InMemoryHistory::new())
             }
             HistoryKind::Dynamodb => {
                 let aws = aws
                     .as_ref()
                     .ok_or_else(|| Fatal::config("AWS is not loaded"))?;
-                let (builder, what) = aws.history(self, builder).await?;
+                let (history, what) = aws.history(self).await?;
                 parts.push(what);
-                builder
+                history
             }
         };
+        builder = builder.with_history(Arc::clone(&history));
         builder = match (&self.model, choice, &aws) {
             _ if self.openai_url.is_some() => {
                 let local = self
@@ -353,6 +367,8 @@ impl BackendArgs {
         Ok(Built {
             pipeline: builder.build()?,
             description: parts.join(", "),
+            history,
+            doc_roots,
         })
     }
 }
@@ -449,6 +465,7 @@ pub(crate) fn explain(error: &rag::Error) -> String {
 mod aws {
     //! The AWS pieces.
 
+    use std::sync::Arc;
     use std::time::Duration;
 
     use rag::bedrock::sdk::aws_config::{self, BehaviorVersion, Region, SdkConfig};
@@ -456,7 +473,7 @@ mod aws {
     use rag::bedrock::{BedrockGenerator, KnowledgeBaseRetriever};
     use rag::dynamodb::DynamoDbHistory;
     use rag::kendra::KendraRetriever;
-    use rag::{template_for_profile, GenerationParams, PipelineBuilder};
+    use rag::{template_for_profile, GenerationParams, HistoryStore, PipelineBuilder};
 
     use super::{BackendArgs, Fatal, ModelChoice, RetrieverKind};
 
@@ -538,8 +555,7 @@ mod aws {
         pub(super) async fn history(
             &self,
             args: &BackendArgs,
-            builder: PipelineBuilder,
-        ) -> Result<(PipelineBuilder, String), Fatal> {
+        ) -> Result<(Arc<dyn HistoryStore>, String), Fatal> {
             let table = args.table.clone().unwrap_or_default();
             let history = DynamoDbHistory::builder(table.clone())
                 .with_sdk_config(&self.config)
@@ -550,10 +566,7 @@ mod aws {
                     code: 1,
                 })?;
             }
-            Ok((
-                builder.with_history(history),
-                format!("DynamoDB table {table}"),
-            ))
+            Ok((Arc::new(history), format!("DynamoDB table {table}")))
         }
 
         /// The Bedrock generator of `choice`, with the pipeline's template, limits and
@@ -654,7 +667,9 @@ mod aws {
 mod aws {
     //! Built without the AWS features: every AWS flag is refused with the way to enable them.
 
-    use rag::PipelineBuilder;
+    use std::sync::Arc;
+
+    use rag::{HistoryStore, PipelineBuilder};
 
     use super::{BackendArgs, Fatal, ModelChoice};
 
@@ -679,8 +694,7 @@ mod aws {
         pub(super) async fn history(
             &self,
             _args: &BackendArgs,
-            _builder: PipelineBuilder,
-        ) -> Result<(PipelineBuilder, String), Fatal> {
+        ) -> Result<(Arc<dyn HistoryStore>, String), Fatal> {
             Err(Fatal::config(MISSING))
         }
 

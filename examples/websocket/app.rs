@@ -1,47 +1,96 @@
-//! The WebSocket service: routes, the upgrade check and one task per connection.
+//! The WebSocket service: routes, the upgrade checks and one task per connection.
 //!
 //! Shared by the example's `main.rs` and by `tests/websocket.rs`, which builds the router
 //! around a pipeline of its own.
 //!
-//! Protocol, in the shape of the reference architecture:
+//! # Protocol (`rag.v1`)
 //!
-//! - `GET /ws` upgrades to a WebSocket. With a token configured, the upgrade needs
-//!   `Authorization: Bearer TOKEN` or `?access_token=TOKEN` (browsers cannot set headers on a
-//!   WebSocket); anything else is refused with 401 before the upgrade. `?session=ID` resumes a
-//!   conversation; without it the connection starts a new one.
-//! - The server first sends `{"type":"session","session_id":"..."}`.
-//! - The client sends `{"data":{"message":"..."},"timestamp":...}`; other fields are ignored.
-//! - For each question the server sends `sources`, `token`s and one `done` or `error`, to
-//!   that connection only. Questions of one connection are answered one at a time, in order;
-//!   closing the connection cancels the answer in progress.
-//! - A message that cannot be read gets an `error` frame, and the connection stays open.
-//! - When the server stops ([`Shutdown`]), the answer in progress streams to its end; every
-//!   question queued or arriving after that gets `{"type":"error","message":"the server is
-//!   shutting down; ask again in a moment","retryable":true}`; once idle, the connection sends
-//!   a Close frame with code 1001 ("going away") and ends. Upgrades are then refused with 503.
+//! **The upgrade**, `GET /ws`, checked in this order, each refusal a plain-words body:
+//!
+//! 1. A stopping server refuses with 503.
+//! 2. `?access_token=` is refused with 400: access logs keep URLs, so a token never goes in one.
+//! 3. `Origin` must be allowed ([`access::Origins`]; default: loopback pages), else 403.
+//! 4. The credential, when the server has one configured ([`auth::Auth`]): browsers offer the
+//!    subprotocols `["rag.v1", "bearer.<token>"]`, other clients may send
+//!    `Authorization: Bearer <token>`. None or an invalid one (bad signature, expired, another
+//!    issuer, unknown key) is refused with 401 and a `WWW-Authenticate` header; a valid token
+//!    for another app client or of the other `token_use` with 403. A request without `Origin`
+//!    (not a browser) must carry a valid token, else 403.
+//! 5. Connections per server (503) and per client address (429) ([`limits::Limits`]).
+//! 6. `?session=ID` resumes a conversation: an id that is not valid is refused with 400, and
+//!    one that belongs to another user with 403, before any of its history is read. Without
+//!    it the connection starts a new conversation with a random (UUID v4) id.
+//!
+//! The server selects the subprotocol `rag.v1` when the client offers it, and never echoes
+//! the token. The conversation's owner is the token's `sub` (shared-token mode: `shared`; no
+//! credential configured: no owner).
+//!
+//! **Frames.** The server first sends `{"type":"session","session_id":"..."}`. The client
+//! sends `{"data":{"message":"...","id":"<client id, optional>"},"timestamp":...}` (other
+//! fields are ignored). For each question the server sends, to that connection only:
+//!
+//! - `{"type":"sources","sources":[{"index","passage_id","title","uri","score"}...]}`; a `uri`
+//!   is a URL or a path relative to the docs root, never a server path;
+//! - `{"type":"token","text":"..."}`, pieces of the Markdown answer;
+//! - `{"type":"warning","message":"..."}` for something that did not stop the answer;
+//! - then one `{"type":"done","turn_id","usage","stop_reason","saved"}` or
+//!   `{"type":"error","message":"...","retryable":bool}`.
+//!
+//! Every one of them carries `"id"` (the client's id echoed, or null) and `"request_id"` (made
+//! by the server for each message, and logged with any error). An `error` says what happened
+//! in plain words; the backend's own message (account ids, ARNs) goes to the log only.
+//!
+//! Questions of one connection are answered one at a time, in order; a few may wait
+//! ([`limits::Limits::max_queued_questions`]), and closing the connection cancels the answer
+//! in progress. A message that cannot be read, one larger than
+//! [`limits::Limits::max_message_bytes`] ("the payload was too large"), one past the queue, or
+//! past the user's asks in flight gets an `error` frame, and the connection stays open.
+//! A connection without a frame from the client for [`limits::Limits::idle_timeout`] (while
+//! no answer streams) is closed with code 1000.
+//!
+//! When the server stops ([`Shutdown`]), the answer in progress streams to its end; every
+//! question queued or arriving after that gets an `error` frame "the server is shutting down;
+//! ask again in a moment" with `"retryable":true`; once idle, the connection sends a Close
+//! frame with code 1001 ("going away") and ends. Upgrades are then refused with 503.
+
+#[path = "access.rs"]
+pub(crate) mod access;
+#[path = "auth.rs"]
+pub(crate) mod auth;
+#[path = "limits.rs"]
+pub(crate) mod limits;
+#[path = "shutdown.rs"]
+mod shutdown;
 
 use std::collections::VecDeque;
-use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures::StreamExt;
-use rag::pipeline::ShutdownReport;
-use rag::{Ask, Citation, Event, Pipeline, SessionId, StopReason, TurnId, Usage};
+use rag::{Ask, Citation, Event, HistoryStore, Pipeline, SessionId, StopReason, TurnId, Usage};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
-/// Questions a connection may send while one is being answered; more are refused.
-pub(crate) const MAX_QUEUED_QUESTIONS: usize = 8;
+use access::{GroupAccess, OriginCheck, Origins, SourceRoots};
+use auth::{Auth, Identity, Refusal};
+use limits::{Full, Gauges, Limits};
+#[allow(unused_imports)] // `Stopped` is what `Shutdown::run` returns.
+pub(crate) use shutdown::{Shutdown, ShutdownSignal, Stopped};
 
 /// The `error` frame's message for questions the server will not answer because it stops.
 pub(crate) const SHUTTING_DOWN: &str = "the server is shutting down; ask again in a moment";
+
+/// The `error` frame's message for a message over [`Limits::max_message_bytes`].
+pub(crate) const TOO_LARGE: &str = "the payload was too large";
+
+/// The longest client `id` echoed back.
+const MAX_CLIENT_ID_LEN: usize = 128;
 
 /// How long a closing connection waits for the client to answer its Close frame: a client
 /// that never answers must not hold the shutdown up.
@@ -52,166 +101,62 @@ const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(1);
 pub(crate) struct AppState {
     /// Answers the questions.
     pub(crate) pipeline: Pipeline,
-    /// The bearer token that guards the upgrade, if any.
-    pub(crate) token: Option<String>,
+    /// The pipeline's history store, asked who owns a session before a resume.
+    pub(crate) history: Arc<dyn HistoryStore>,
+    /// How the upgrade is guarded.
+    pub(crate) auth: Auth,
+    /// The pages that may connect.
+    pub(crate) origins: Origins,
+    /// The bounds on every input.
+    pub(crate) limits: Limits,
+    /// The documents each user may see, when documents carry a group attribute.
+    pub(crate) access: Option<GroupAccess>,
+    /// The docs folders, so sources show paths relative to them.
+    pub(crate) sources: SourceRoots,
     /// Tells the connections when the server stops.
     pub(crate) shutdown: ShutdownSignal,
 }
 
-/// What [`Shutdown`] and the connections share.
-#[derive(Debug)]
-struct Shared {
-    /// Set once, when the server starts to stop.
-    stopping: watch::Sender<bool>,
-    /// The connections open (upgrades accepted and not yet ended).
-    open: watch::Sender<usize>,
-}
-
-/// Stops the service gracefully: the connections finish the answers in progress, refuse the
-/// rest in plain words and close, then the pipeline's saves and dead letters finish. `main`
-/// runs it on Ctrl-C or SIGTERM; tests run it directly.
-#[derive(Debug)]
-pub(crate) struct Shutdown(Arc<Shared>);
-
-/// The connections' side of a [`Shutdown`]: whether the server is stopping. Cheap to clone.
-#[derive(Debug, Clone)]
-pub(crate) struct ShutdownSignal(Arc<Shared>);
-
-/// What was left when [`Shutdown::run`] returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Stopped {
-    /// The pipeline's report: answers still streaming and background tasks (turn saves, dead
-    /// letters) still running at the deadline.
-    pub(crate) pipeline: ShutdownReport,
-    /// Connections still open at the deadline.
-    pub(crate) connections_left: usize,
-}
-
-impl Shutdown {
-    /// A shutdown not yet begun, and the signal to put in [`AppState`].
-    pub(crate) fn new() -> (Shutdown, ShutdownSignal) {
-        let shared = Arc::new(Shared {
-            stopping: watch::Sender::new(false),
-            open: watch::Sender::new(0),
-        });
-        (Shutdown(Arc::clone(&shared)), ShutdownSignal(shared))
-    }
-
-    /// Tells the connections that the server stops, and refuses new upgrades from now on.
-    /// [`Shutdown::run`] calls it; calling it again does nothing.
-    pub(crate) fn begin(&self) {
-        self.0.stopping.send_replace(true);
-    }
-
-    /// Resolves once the shutdown has begun: for `axum::serve`'s graceful shutdown, so the
-    /// server stops accepting at the same moment.
-    pub(crate) fn begun(&self) -> impl Future<Output = ()> + Send + 'static {
-        let signal = ShutdownSignal(Arc::clone(&self.0));
-        async move { signal.stopping().await }
-    }
-
-    /// Begins the shutdown, then waits up to `grace` for the answers in flight to end, for
-    /// the turn saves and dead letters after them ([`Pipeline::shutdown`]), and for every
-    /// connection to close.
-    pub(crate) async fn run(self, pipeline: &Pipeline, grace: Duration) -> Stopped {
-        self.begin();
-        let mut open = self.0.open.subscribe();
-        let closed = async move {
-            // The count's read guard is let go at once: connections still ending update it.
-            let _ = open.wait_for(|n| *n == 0).await.map(|_| ());
-        };
-        // Both waits start now and share the deadline.
-        let (report, _) = tokio::join!(
-            pipeline.shutdown(grace),
-            tokio::time::timeout(grace, closed),
-        );
-        let connections_left = *self.0.open.borrow();
-        Stopped {
-            pipeline: report,
-            connections_left,
+impl AppState {
+    /// A service for local use: no credential, loopback pages, default limits, no group
+    /// filter.
+    pub(crate) fn new(
+        pipeline: Pipeline,
+        history: Arc<dyn HistoryStore>,
+        shutdown: ShutdownSignal,
+    ) -> Self {
+        AppState {
+            pipeline,
+            history,
+            auth: Auth::None,
+            origins: Origins::default(),
+            limits: Limits::default(),
+            access: None,
+            sources: SourceRoots::default(),
+            shutdown,
         }
     }
 }
 
-impl ShutdownSignal {
-    /// Whether the server is stopping.
-    pub(crate) fn is_stopping(&self) -> bool {
-        *self.0.stopping.borrow()
-    }
-
-    /// Resolves once the server is stopping (at once if it already is).
-    pub(crate) async fn stopping(&self) {
-        let mut stopping = self.0.stopping.subscribe();
-        // The sender lives in `self`, so this only returns once the flag is set.
-        let _ = stopping.wait_for(|stopping| *stopping).await;
-    }
-
-    /// Counts a connection as open until the returned guard is dropped.
-    fn open_connection(&self) -> OpenConnection {
-        self.0.open.send_modify(|n| *n += 1);
-        OpenConnection(Arc::clone(&self.0))
-    }
-}
-
-/// One open connection, counted until dropped.
+/// The router's state: the settings and the counters behind the limits.
 #[derive(Debug)]
-struct OpenConnection(Arc<Shared>);
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.open.send_modify(|n| *n -= 1);
-    }
+struct Service {
+    state: AppState,
+    gauges: Arc<Gauges>,
 }
 
-impl Stopped {
-    /// Whether everything finished before the deadline.
-    pub(crate) fn completed(&self) -> bool {
-        self.pipeline.completed && self.connections_left == 0
-    }
-
-    /// What the shutdown finished, in one line for the log.
-    pub(crate) fn summary(&self) -> String {
-        if self.completed() {
-            return "stopped: no answer was cut off, and the turn saves and dead letters finished"
-                .to_string();
-        }
-        let report = self.pipeline;
-        let left: Vec<String> = [
-            (
-                report.asks_left,
-                "answer still streaming",
-                "answers still streaming",
-            ),
-            (
-                report.tasks_left,
-                "turn save or dead letter unfinished",
-                "turn saves or dead letters unfinished",
-            ),
-            (
-                self.connections_left,
-                "connection still open",
-                "connections still open",
-            ),
-        ]
-        .into_iter()
-        .filter(|(n, ..)| *n > 0)
-        .map(|(n, one, many)| format!("{n} {}", if n == 1 { one } else { many }))
-        .collect();
-        if left.is_empty() {
-            // Everything ended just as the deadline passed.
-            "stopped at the deadline".to_string()
-        } else {
-            format!("stopped: {} at the deadline", left.join(", "))
-        }
-    }
-}
-
-/// The service: `/` (the page) and `/ws` (the WebSocket).
+/// The service: `/` (the page) and `/ws` (the WebSocket). Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`: the per-client limits need the peer
+/// address.
 pub(crate) fn router(state: AppState) -> Router {
+    let service = Arc::new(Service {
+        state,
+        gauges: Arc::new(Gauges::default()),
+    });
     Router::new()
         .route("/", get(page))
         .route("/ws", get(upgrade))
-        .with_state(state)
+        .with_state(service)
 }
 
 /// A question from a client.
@@ -226,6 +171,9 @@ pub(crate) struct ClientMessage {
 pub(crate) struct ClientData {
     /// The question.
     pub(crate) message: String,
+    /// The client's own id for the question, echoed in every frame of its answer.
+    #[serde(default)]
+    pub(crate) id: Option<String>,
 }
 
 /// What the server sends.
@@ -265,11 +213,20 @@ pub(crate) enum Frame {
     },
     /// The question failed, or the message could not be read.
     Error {
-        /// What went wrong.
+        /// What went wrong, in plain words.
         message: String,
         /// Whether asking again may succeed.
         retryable: bool,
     },
+}
+
+/// A frame about one client message: the frame's fields, then `id` and `request_id`.
+#[derive(Serialize)]
+struct Reply<'a> {
+    #[serde(flatten)]
+    frame: &'a Frame,
+    id: Option<&'a str>,
+    request_id: &'a str,
 }
 
 impl Frame {
@@ -290,13 +247,45 @@ impl Frame {
     }
 
     fn to_message(&self) -> Message {
-        // Serializing these plain structs cannot fail.
-        let json = serde_json::to_string(self).unwrap_or_else(|e| {
-            format!(
-                r#"{{"type":"error","message":"frame not serializable: {e}","retryable":false}}"#
-            )
-        });
-        Message::Text(json.into())
+        json_message(self)
+    }
+}
+
+/// `value` as a text message. Serializing these plain structs cannot fail.
+fn json_message(value: &impl Serialize) -> Message {
+    let json = serde_json::to_string(value).unwrap_or_else(|e| {
+        format!(r#"{{"type":"error","message":"frame not serializable: {e}","retryable":false}}"#)
+    });
+    Message::Text(json.into())
+}
+
+/// The plain words a client is told for `error`; the error itself goes to the log.
+pub(crate) fn plain_message(error: &rag::Error) -> String {
+    use rag::Error;
+    match error {
+        Error::InvalidInput { field, message } if *field == "question" => {
+            format!("the question is not valid: it {message}")
+        }
+        Error::InvalidInput { .. } => "the request was not valid".into(),
+        Error::ShuttingDown => SHUTTING_DOWN.into(),
+        Error::Forbidden { .. } => "this conversation belongs to another user".into(),
+        Error::Generation {
+            retryable: true, ..
+        } => "the model is busy, try again".into(),
+        Error::Generation { .. } => "the model could not answer this question".into(),
+        Error::Retrieval {
+            retryable: true, ..
+        } => "the document search is busy, try again".into(),
+        Error::Retrieval { .. } => "the document search failed".into(),
+        Error::History {
+            retryable: true, ..
+        } => "the conversation history is busy, try again".into(),
+        Error::History { .. } => "the conversation history could not be read or saved".into(),
+        Error::Timeout { stage, .. } => format!("the {stage} step took too long, try again"),
+        Error::ContextOverflow { .. } | Error::PromptTooLong { .. } => {
+            "the question is too long for the model".into()
+        }
+        _ => "something went wrong on the server".into(),
     }
 }
 
@@ -308,136 +297,410 @@ async fn page() -> Html<&'static str> {
 #[derive(Debug, Deserialize)]
 struct UpgradeQuery {
     session: Option<String>,
+    /// Refused: see the protocol.
     access_token: Option<String>,
 }
 
 async fn upgrade(
-    State(state): State<AppState>,
+    State(service): State<Arc<Service>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<UpgradeQuery>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let state = &service.state;
     if state.shutdown.is_stopping() {
-        return (
+        return Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down",
         )
-            .into_response();
+        .into_response();
     }
-    if let Some(expected) = &state.token {
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let given = bearer.or(query.access_token.as_deref());
-        if !given.is_some_and(|given| same_secret(given, expected)) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "missing or wrong bearer token",
-            )
-                .into_response();
-        }
+    if query.access_token.is_some() {
+        return Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "a token in the URL is refused, since access logs keep URLs: offer it as the \
+             WebSocket subprotocol bearer.TOKEN (beside rag.v1), or send Authorization: Bearer TOKEN",
+        )
+        .into_response();
     }
-    let session = match query.session {
-        Some(id) => match SessionId::new(id) {
-            Ok(session) => session,
-            Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-        },
-        None => match SessionId::new(uuid::Uuid::now_v7().to_string()) {
-            Ok(session) => session,
-            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-        },
+    let origin = state.origins.check(&headers);
+    if let OriginCheck::Refused(origin) = &origin {
+        return Refusal::forbidden(format!(
+            "pages from {origin} may not connect to this service"
+        ))
+        .into_response();
+    }
+    let identity = match state.auth.identify(&headers).await {
+        Ok(identity) => identity,
+        Err(refusal) => return refusal.into_response(),
     };
-    let pipeline = state.pipeline.clone();
+    if origin == OriginCheck::Absent && !identity.is_authenticated() {
+        return Refusal::forbidden(
+            "a client without an Origin header (not a browser) must authenticate with a token",
+        )
+        .into_response();
+    }
+    let slot = match service.gauges.connect(peer.ip(), &state.limits) {
+        Ok(slot) => slot,
+        Err(Full::Server) => {
+            return Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server has too many connections; try again later",
+            )
+            .into_response()
+        }
+        Err(Full::Client) => {
+            return Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many connections from your address (at most {}); close one first",
+                    state.limits.max_connections_per_client
+                ),
+            )
+            .into_response()
+        }
+    };
+    let session = match open_session(state, &identity, query.session).await {
+        Ok(session) => session,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let user_key = match &identity {
+        Identity::User { sub, .. } => format!("user:{sub}"),
+        Identity::Shared => auth::SHARED_OWNER.to_string(),
+        Identity::Anonymous => format!("client:{}", peer.ip()),
+    };
+    let connection = Connection {
+        service: Arc::clone(&service),
+        session,
+        identity,
+        user_key,
+        queue: VecDeque::new(),
+    };
     // Counted from here, so a shutdown that begins before the upgrade completes waits for it.
     let open = state.shutdown.open_connection();
-    let shutdown = state.shutdown;
-    ws.on_upgrade(move |socket| async move {
-        connection(socket, pipeline, session, shutdown).await;
-        drop(open);
-    })
+    let cap = state.limits.hard_cap_bytes();
+    ws.protocols([auth::PROTOCOL])
+        .max_message_size(cap)
+        .max_frame_size(cap)
+        .on_upgrade(move |socket| async move {
+            connection.serve(socket).await;
+            drop(slot);
+            drop(open);
+        })
 }
 
-/// Compares two secrets in time that depends only on their lengths.
-fn same_secret(given: &str, expected: &str) -> bool {
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The session of a new connection: the one `?session=` names when its owner is this user
+/// (checked before anything of it is read), or a new random one.
+async fn open_session(
+    state: &AppState,
+    identity: &Identity,
+    requested: Option<String>,
+) -> Result<SessionId, Refusal> {
+    let internal = |e: rag::Error| {
+        tracing::error!(error = %e, "cannot make a session");
+        Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "something went wrong on the server",
+        )
+    };
+    let owner = identity.owner().map_err(internal)?;
+    let own = |session: SessionId| match &owner {
+        Some(owner) => session.owned_by(owner.clone()),
+        None => session,
+    };
+    let Some(id) = requested else {
+        return SessionId::new(uuid::Uuid::new_v4().to_string())
+            .map(own)
+            .map_err(internal);
+    };
+    let session = own(SessionId::new(id).map_err(|e| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!("the session id is not valid: {e}"),
+        )
+    })?);
+    match state.history.owner(&session).await {
+        Ok(owned) if owned.admits(&session) => Ok(session),
+        Ok(_) => Err(Refusal::forbidden(
+            "this conversation belongs to another user",
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, session = %session, "cannot check a session's owner");
+            Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the conversation history cannot be reached; try again",
+            ))
+        }
+    }
 }
 
-/// What the client did while a question was being answered.
+/// What the client sent.
 enum Incoming {
-    Question(String),
+    /// A text or binary message.
+    Message(String),
+    /// A ping or pong: the client is there.
+    Control,
+    /// The connection ended.
     Closed,
 }
 
-/// Serves one connection: one conversation, its questions answered one at a time, until the
-/// client leaves or the server stops.
-async fn connection(
-    mut socket: WebSocket,
-    pipeline: Pipeline,
-    session: SessionId,
-    shutdown: ShutdownSignal,
-) {
-    // The shutdown began while the upgrade completed.
-    if shutdown.is_stopping() {
-        return go_away(socket).await;
-    }
-    let hello = Frame::Session {
-        session_id: session.to_string(),
-    };
-    if socket.send(hello.to_message()).await.is_err() {
-        return;
-    }
-    let mut queue: VecDeque<String> = VecDeque::new();
-    loop {
-        let text = match queue.pop_front() {
-            Some(text) => text,
-            None => tokio::select! {
-                // Messages already received come first, so each gets its frame before the
-                // connection closes.
-                biased;
-                incoming = read(&mut socket) => match incoming {
-                    Some(Incoming::Question(text)) => text,
-                    Some(Incoming::Closed) | None => return,
-                },
-                () = shutdown.stopping() => return go_away(socket).await,
-            },
-        };
-        if shutdown.is_stopping() {
-            if socket
-                .send(Frame::shutting_down().to_message())
-                .await
-                .is_err()
-            {
-                return;
-            }
-            continue;
+/// The next frame; `Closed` when the connection ended or broke (including a message over the
+/// hard cap, which the WebSocket layer refuses to read).
+async fn read(socket: &mut WebSocket) -> Incoming {
+    match socket.recv().await {
+        Some(Ok(Message::Text(text))) => Incoming::Message(text.to_string()),
+        Some(Ok(Message::Binary(bytes))) => {
+            Incoming::Message(String::from_utf8_lossy(&bytes).into_owned())
         }
-        let question = match serde_json::from_str::<ClientMessage>(&text) {
-            Ok(message) => message.data.message,
-            Err(e) => {
-                let frame = Frame::error(format!(
-                    r#"malformed message ({e}); send {{"data":{{"message":"..."}},"timestamp":...}}"#
-                ));
-                if socket.send(frame.to_message()).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-        };
-        if !answer(&mut socket, &pipeline, &session, question, &mut queue).await {
-            return;
-        }
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Control,
+        Some(Ok(Message::Close(_)) | Err(_)) | None => Incoming::Closed,
     }
 }
 
-/// Ends the connection as a stopping server does: a Close frame with code 1001 ("going
-/// away"), then, briefly, the client's Close in reply.
-async fn go_away(mut socket: WebSocket) {
+/// A client message's `id`, if it has a readable one.
+fn client_id_of(text: &str) -> Option<String> {
+    serde_json::from_str::<ClientMessage>(text)
+        .ok()
+        .and_then(|m| m.data.id)
+        .filter(|id| id.len() <= MAX_CLIENT_ID_LEN)
+}
+
+/// A new request id.
+fn request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// One connection: one conversation of one identity.
+struct Connection {
+    service: Arc<Service>,
+    session: SessionId,
+    identity: Identity,
+    /// Whose asks in flight count together.
+    user_key: String,
+    /// Messages that arrived while an answer streamed.
+    queue: VecDeque<String>,
+}
+
+/// What to do after a frame was sent.
+type Sent = Result<(), axum::Error>;
+
+impl Connection {
+    fn limits(&self) -> &Limits {
+        &self.service.state.limits
+    }
+
+    /// Serves the connection: its questions answered one at a time, until the client leaves
+    /// or idles, or the server stops.
+    async fn serve(mut self, mut socket: WebSocket) {
+        let shutdown = self.service.state.shutdown.clone();
+        // The shutdown began while the upgrade completed.
+        if shutdown.is_stopping() {
+            return goodbye(socket, close_code::AWAY, "the server is shutting down").await;
+        }
+        let hello = Frame::Session {
+            session_id: self.session.to_string(),
+        };
+        if socket.send(hello.to_message()).await.is_err() {
+            return;
+        }
+        let idle = self.limits().idle_timeout;
+        loop {
+            let text = match self.queue.pop_front() {
+                Some(text) => text,
+                None => {
+                    let mut deadline = tokio::time::Instant::now() + idle;
+                    loop {
+                        tokio::select! {
+                            // Messages already received come first, so each gets its frame
+                            // before the connection closes.
+                            biased;
+                            incoming = read(&mut socket) => match incoming {
+                                Incoming::Message(text) => break text,
+                                Incoming::Control => deadline = tokio::time::Instant::now() + idle,
+                                Incoming::Closed => return,
+                            },
+                            () = shutdown.stopping() => {
+                                return goodbye(socket, close_code::AWAY, "the server is shutting down").await;
+                            }
+                            () = tokio::time::sleep_until(deadline) => {
+                                let reason = format!("idle for {} s", idle.as_secs());
+                                return goodbye(socket, close_code::NORMAL, &reason).await;
+                            }
+                        }
+                    }
+                }
+            };
+            if self.handle(&mut socket, text).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Sends `frame` about the message `id`, as request `request_id`.
+    async fn reply(
+        socket: &mut WebSocket,
+        frame: &Frame,
+        id: Option<&str>,
+        request_id: &str,
+    ) -> Sent {
+        socket
+            .send(json_message(&Reply {
+                frame,
+                id,
+                request_id,
+            }))
+            .await
+    }
+
+    /// An `error` frame for a message that is not answered, with a new request id.
+    async fn refuse(socket: &mut WebSocket, frame: Frame, text: &str) -> Sent {
+        let request_id = request_id();
+        let id = client_id_of(text);
+        if let Frame::Error { message, .. } = &frame {
+            tracing::info!(request_id = %request_id, reason = %message, "message refused");
+        }
+        Self::reply(socket, &frame, id.as_deref(), &request_id).await
+    }
+
+    /// The refusal of a message too large to answer, if it is.
+    fn too_large(&self, text: &str) -> Option<Frame> {
+        let max = self.limits().max_message_bytes;
+        (text.len() > max).then(|| {
+            Frame::error(format!(
+                "{TOO_LARGE} ({} bytes; the limit is {max})",
+                text.len()
+            ))
+        })
+    }
+
+    /// Answers one message, or says why not.
+    async fn handle(&mut self, socket: &mut WebSocket, text: String) -> Sent {
+        if let Some(frame) = self.too_large(&text) {
+            return Self::refuse(socket, frame, "").await;
+        }
+        if self.service.state.shutdown.is_stopping() {
+            return Self::refuse(socket, Frame::shutting_down(), &text).await;
+        }
+        let (question, id) = match serde_json::from_str::<ClientMessage>(&text) {
+            Ok(m)
+                if m.data
+                    .id
+                    .as_ref()
+                    .is_some_and(|id| id.len() > MAX_CLIENT_ID_LEN) =>
+            {
+                let frame = Frame::error(format!(
+                    "malformed message (the id is longer than {MAX_CLIENT_ID_LEN} bytes)"
+                ));
+                return Self::refuse(socket, frame, "").await;
+            }
+            Ok(m) => (m.data.message, m.data.id),
+            Err(e) => {
+                let frame = Frame::error(format!(
+                    r#"malformed message ({e}); send {{"data":{{"message":"...","id":"..."}},"timestamp":...}}"#
+                ));
+                return Self::refuse(socket, frame, "").await;
+            }
+        };
+        let max = self.limits().max_asks_per_user;
+        let Some(_in_flight) = self.service.gauges.ask(&self.user_key, max) else {
+            let frame = Frame::Error {
+                message: format!(
+                    "too many of your questions are being answered at once (at most {max}); \
+                     ask again when one is done"
+                ),
+                retryable: true,
+            };
+            return Self::refuse(socket, frame, &text).await;
+        };
+        self.answer(socket, question, id.as_deref()).await
+    }
+
+    /// Streams the answer to `question`; messages that arrive meanwhile are queued. An error
+    /// when the connection is gone (the ask is then dropped, which cancels it).
+    async fn answer(&mut self, socket: &mut WebSocket, question: String, id: Option<&str>) -> Sent {
+        let state = &self.service.state;
+        let request_id = request_id();
+        let mut ask = Ask::new(self.session.clone(), question);
+        if let Some(user) = self.identity.user_context() {
+            ask = ask.with_user(user);
+        }
+        if let Some(access) = &state.access {
+            ask = ask.with_filter(access.filter(self.identity.groups()));
+        }
+        let mut events = state.pipeline.ask(ask);
+        loop {
+            tokio::select! {
+                event = events.next() => {
+                    let Some(event) = event else { return Ok(()) };
+                    let Some(frame) = self.frame_of(event, &request_id) else { continue };
+                    Self::reply(socket, &frame, id, &request_id).await?;
+                }
+                incoming = read(socket) => match incoming {
+                    Incoming::Message(text) => {
+                        if let Some(frame) = self.too_large(&text) {
+                            Self::refuse(socket, frame, "").await?;
+                        } else if self.queue.len() < self.limits().max_queued_questions {
+                            self.queue.push_back(text);
+                        } else {
+                            let frame = Frame::error(format!(
+                                "too many questions waiting (at most {}); this one was dropped",
+                                self.limits().max_queued_questions
+                            ));
+                            Self::refuse(socket, frame, &text).await?;
+                        }
+                    }
+                    Incoming::Control => {}
+                    Incoming::Closed => return Err(axum::Error::new("the client left")),
+                },
+            }
+        }
+    }
+
+    /// The frame of a pipeline event (usage is reported with `done`).
+    fn frame_of(&self, event: Event, request_id: &str) -> Option<Frame> {
+        Some(match event {
+            Event::Sources(sources) => Frame::Sources {
+                sources: sources
+                    .into_iter()
+                    .map(|c| self.service.state.sources.show(c))
+                    .collect(),
+            },
+            Event::Token(text) => Frame::Token { text },
+            Event::Warning(warning) => Frame::Warning {
+                message: warning.to_string(),
+            },
+            Event::Done(summary) => Frame::Done {
+                turn_id: summary.turn_id,
+                usage: summary.usage,
+                stop_reason: summary.stop_reason,
+                saved: summary.saved,
+            },
+            Event::Error(failure) => {
+                // The raw error (the backend's words, with its ids and ARNs) is for the log.
+                tracing::warn!(
+                    request_id = %request_id,
+                    session = %self.session,
+                    stage = %failure.stage,
+                    error = %failure.error,
+                    "a question failed"
+                );
+                Frame::Error {
+                    retryable: failure.is_retryable(),
+                    message: plain_message(&failure.error),
+                }
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// Ends the connection with a Close frame (`code`, `reason`), then waits briefly for the
+/// client's Close in reply.
+async fn goodbye(mut socket: WebSocket, code: u16, reason: &str) {
     let close = CloseFrame {
-        code: close_code::AWAY,
-        reason: "the server is shutting down".into(),
+        code,
+        reason: reason.into(),
     };
     if socket.send(Message::Close(Some(close))).await.is_err() {
         return;
@@ -453,81 +716,70 @@ async fn go_away(mut socket: WebSocket) {
     .await;
 }
 
-/// The next text message, skipping control frames; `None` when the connection ended.
-async fn read(socket: &mut WebSocket) -> Option<Incoming> {
-    loop {
-        match socket.recv().await? {
-            Ok(Message::Text(text)) => return Some(Incoming::Question(text.to_string())),
-            Ok(Message::Binary(bytes)) => {
-                return Some(Incoming::Question(
-                    String::from_utf8_lossy(&bytes).into_owned(),
-                ))
-            }
-            Ok(Message::Close(_)) | Err(_) => return Some(Incoming::Closed),
-            Ok(Message::Ping(_) | Message::Pong(_)) => {}
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Streams the answer to `question`; messages that arrive meanwhile are queued. Returns
-/// `false` when the connection is gone (the ask is then dropped, which cancels it).
-async fn answer(
-    socket: &mut WebSocket,
-    pipeline: &Pipeline,
-    session: &SessionId,
-    question: String,
-    queue: &mut VecDeque<String>,
-) -> bool {
-    let mut events = pipeline.ask(Ask::new(session.clone(), question));
-    loop {
-        tokio::select! {
-            event = events.next() => {
-                let Some(event) = event else { return true };
-                let Some(frame) = frame_of(event) else { continue };
-                if socket.send(frame.to_message()).await.is_err() {
-                    return false;
-                }
-            }
-            incoming = read(socket) => match incoming {
-                Some(Incoming::Question(text)) if queue.len() < MAX_QUEUED_QUESTIONS => {
-                    queue.push_back(text);
-                }
-                Some(Incoming::Question(_)) => {
-                    let frame = Frame::error(format!(
-                        "too many questions waiting (at most {MAX_QUEUED_QUESTIONS}); this one was dropped"
-                    ));
-                    if socket.send(frame.to_message()).await.is_err() {
-                        return false;
-                    }
-                }
-                Some(Incoming::Closed) | None => return false,
-            },
+    #[test]
+    fn clients_are_told_plain_words_and_never_the_backends_message() {
+        let raw = "ThrottlingException: Rate exceeded for arn:aws:bedrock:us-east-1:123456789012:foundation-model/x";
+        for (error, expected) in [
+            (
+                rag::Error::generation(raw, true),
+                "the model is busy, try again",
+            ),
+            (
+                rag::Error::generation(raw, false),
+                "the model could not answer this question",
+            ),
+            (
+                rag::Error::retrieval(raw, false),
+                "the document search failed",
+            ),
+            (
+                rag::Error::history(raw, true),
+                "the conversation history is busy, try again",
+            ),
+            (
+                rag::Error::Forbidden {
+                    message: raw.into(),
+                },
+                "this conversation belongs to another user",
+            ),
+            (
+                rag::Error::config(raw),
+                "something went wrong on the server",
+            ),
+        ] {
+            let plain = plain_message(&error);
+            assert_eq!(plain, expected);
+            assert!(!plain.contains("123456789012"));
         }
+        assert_eq!(
+            plain_message(&rag::Error::invalid_input("question", "must not be empty")),
+            "the question is not valid: it must not be empty"
+        );
     }
-}
 
-/// The frame of a pipeline event (usage is reported with `done`).
-fn frame_of(event: Event) -> Option<Frame> {
-    Some(match event {
-        Event::Sources(sources) => Frame::Sources { sources },
-        Event::Token(text) => Frame::Token { text },
-        Event::Warning(warning) => Frame::Warning {
-            message: warning.to_string(),
-        },
-        Event::Done(summary) => Frame::Done {
-            turn_id: summary.turn_id,
-            usage: summary.usage,
-            stop_reason: summary.stop_reason,
-            saved: summary.saved,
-        },
-        // A question that raced the shutdown: said as the queued ones are.
-        Event::Error(failure) if matches!(failure.error, rag::Error::ShuttingDown) => {
-            Frame::shutting_down()
-        }
-        Event::Error(failure) => Frame::Error {
-            retryable: failure.is_retryable(),
-            message: failure.error.to_string(),
-        },
-        _ => return None,
-    })
+    #[test]
+    fn replies_carry_the_client_id_and_the_request_id() {
+        let frame = Frame::Token { text: "hi".into() };
+        let json = serde_json::to_value(Reply {
+            frame: &frame,
+            id: Some("q1"),
+            request_id: "r1",
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "token", "text": "hi", "id": "q1", "request_id": "r1"})
+        );
+        let none = serde_json::to_value(Reply {
+            frame: &frame,
+            id: None,
+            request_id: "r2",
+        })
+        .unwrap();
+        assert_eq!(none["id"], serde_json::Value::Null);
+    }
 }
