@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, every test (moto's DynamoDB server
 # started on 127.0.0.1 for the DynamoDB tests and stopped afterwards; the reference tokenizers
-# installed into target/reference-tokenizers for the token budget tests), and the docs.
+# installed into target/reference-tokenizers for the token budget tests; Debian's Chromium and
+# ChromeDriver installed for the page's browser test), and the docs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,29 @@ if ! scripts/reference-tokenizers.sh install; then
   exit 1
 fi
 export "$(scripts/reference-tokenizers.sh env)"
+
+# tests/page.rs drives the websocket example's page in headless Chromium through chromedriver.
+CHROMIUM="${RAG_TEST_CHROMIUM:-/usr/bin/chromium}"
+CHROMEDRIVER="${RAG_TEST_CHROMEDRIVER:-/usr/bin/chromedriver}"
+if [ ! -x "$CHROMIUM" ] || [ ! -x "$CHROMEDRIVER" ]; then
+  step "installing Debian's chromium and chromium-driver for the page's browser test"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "error: $CHROMIUM or $CHROMEDRIVER is missing and installing them needs root:" >&2
+    echo "  run 'apt-get install --no-install-recommends chromium chromium-driver' as root," >&2
+    echo "  or set RAG_TEST_CHROMIUM and RAG_TEST_CHROMEDRIVER to a Chromium and its chromedriver." >&2
+    exit 1
+  fi
+  if ! { apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; }; then
+    echo "error: apt-get could not install chromium and chromium-driver, so the page's browser test cannot run (see above)." >&2
+    exit 1
+  fi
+  if [ ! -x "$CHROMIUM" ] || [ ! -x "$CHROMEDRIVER" ]; then
+    echo "error: chromium and chromium-driver are installed but $CHROMIUM or $CHROMEDRIVER is still missing." >&2
+    exit 1
+  fi
+fi
+export RAG_TEST_CHROMIUM="$CHROMIUM" RAG_TEST_CHROMEDRIVER="$CHROMEDRIVER"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -527,7 +527,7 @@ async fn the_page_is_served_at_the_root() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("text/html"), "{response}");
     // The page itself needs no token; the WebSocket does.
-    for needle in ["new WebSocket", "/ws?", "renderMarkdown", "escapeHtml"] {
+    for needle in ["new WebSocket", "/ws?", "renderMarkdown", "\"bearer.\""] {
         assert!(response.contains(needle), "the page has {needle}");
     }
 }
