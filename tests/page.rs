@@ -9,7 +9,7 @@
 //! It fails, never skips, when Chromium or chromedriver cannot start (see `support/browser.rs`).
 
 #[path = "../examples/websocket/app.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)] // the page uses the shared-token mode only
 mod app;
 #[path = "support/browser.rs"]
 mod browser;
@@ -125,6 +125,8 @@ async fn serve() -> SocketAddr {
     let (_shutdown, signal) = app::Shutdown::new();
     let mut state = app::AppState::new(pipeline, history, signal);
     state.auth = app::auth::Auth::Shared(TOKEN.to_owned());
+    // The local index read `/srv/rag/docs`: sources under it are shown relative to it.
+    state.sources = app::access::SourceRoots(vec!["/srv/rag/docs".into()]);
     let router = app::router(state).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, router).await });
     addr

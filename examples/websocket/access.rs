@@ -109,18 +109,20 @@ pub(crate) struct SourceRoots(pub(crate) Vec<PathBuf>);
 
 impl SourceRoots {
     /// `citation` as a client may see it: a URL (`https://`, `s3://`) as it is, a file path
-    /// relative to a docs root, and no location at all for any other path, so no server path
-    /// is ever sent.
+    /// (plain or `file://`) relative to a docs root, and no location at all for any other
+    /// path, so no server path is ever sent.
     pub(crate) fn show(&self, mut citation: Citation) -> Citation {
         citation.uri = citation.uri.and_then(|uri| self.location(&uri));
         citation
     }
 
     fn location(&self, uri: &str) -> Option<String> {
-        if uri.contains("://") {
-            return Some(uri.to_string());
-        }
-        let path = Path::new(uri);
+        let path = match uri.strip_prefix("file://") {
+            Some(local) => local,
+            None if uri.contains("://") => return Some(uri.to_string()),
+            None => uri,
+        };
+        let path = Path::new(path);
         let relative = self
             .0
             .iter()
@@ -215,6 +217,11 @@ mod tests {
             cite("https://example.com/a").as_deref(),
             Some("https://example.com/a")
         );
+        assert_eq!(
+            cite("file:///srv/docs/guide/b.md").as_deref(),
+            Some("guide/b.md")
+        );
+        assert_eq!(cite("file:///etc/passwd"), None);
         assert_eq!(cite("/etc/passwd"), None);
         assert_eq!(cite("../secret.md"), None);
     }
