@@ -44,10 +44,8 @@ async fn leave_at_usage(pipeline: &Pipeline, session_id: &str) -> Vec<Event> {
 
 #[tokio::test]
 async fn a_caller_leaving_at_the_usage_event_still_gets_the_turn_saved() {
-    let generator = ScriptedGenerator::new(["Lambda ", "runs ", "code."]).with_usage(Usage {
-        input_tokens: 12,
-        output_tokens: 3,
-    });
+    let generator =
+        ScriptedGenerator::new(["Lambda ", "runs ", "code."]).with_usage(Usage::new(12, 3));
     let history = Arc::new(InMemoryHistory::new());
     let pipeline = pipeline(generator)
         .with_history(history.clone())
@@ -63,10 +61,7 @@ async fn a_caller_leaving_at_the_usage_event_still_gets_the_turn_saved() {
 
 #[tokio::test]
 async fn a_turn_that_cannot_be_saved_after_the_caller_left_is_dead_lettered() {
-    let generator = ScriptedGenerator::new(["an ", "answer"]).with_usage(Usage {
-        input_tokens: 5,
-        output_tokens: 2,
-    });
+    let generator = ScriptedGenerator::new(["an ", "answer"]).with_usage(Usage::new(5, 2));
     let letters = Arc::new(InMemoryDeadLetters::new());
     let store = FailingHistory::new(InMemoryHistory::new())
         .fail_appends(usize::MAX, Error::history("table gone", false));

@@ -39,10 +39,8 @@ fn prompt_text(prompt: &Prompt) -> &str {
 
 #[tokio::test]
 async fn events_come_in_order_and_the_turn_is_saved_after_the_answer() {
-    let generator = ScriptedGenerator::new(["Lambda ", "runs ", "code."]).with_usage(Usage {
-        input_tokens: 42,
-        output_tokens: 3,
-    });
+    let generator =
+        ScriptedGenerator::new(["Lambda ", "runs ", "code."]).with_usage(Usage::new(42, 3));
     let history = Arc::new(InMemoryHistory::new());
     let retriever = StaticRetriever::numbered(3);
     let pipeline = builder(&generator)
@@ -671,19 +669,10 @@ async fn builder_mistakes_fail_at_build() {
 
 #[tokio::test]
 async fn usage_is_merged_from_partial_reports() {
-    let generator = ScriptedGenerator::new(["a"]).with_usage(Usage {
-        input_tokens: 0,
-        output_tokens: 7,
-    });
+    let generator = ScriptedGenerator::new(["a"]).with_usage(Usage::new(0, 7));
     let pipeline = builder(&generator).build().unwrap();
     let events = events(pipeline.ask(ask("s1", "q"))).await;
-    assert_eq!(
-        done(&events).usage,
-        Some(Usage {
-            input_tokens: 0,
-            output_tokens: 7
-        })
-    );
+    assert_eq!(done(&events).usage, Some(Usage::new(0, 7)));
 }
 
 #[tokio::test]

@@ -193,10 +193,10 @@ impl EventDecoder<ConverseStreamOutput> for ConverseDecoder {
             ConverseStreamOutput::Metadata(meta) => meta
                 .usage
                 .map(|u| {
-                    Chunk::Usage(Usage {
-                        input_tokens: u64::try_from(u.input_tokens).unwrap_or(0),
-                        output_tokens: u64::try_from(u.output_tokens).unwrap_or(0),
-                    })
+                    Chunk::Usage(Usage::new(
+                        u64::try_from(u.input_tokens).unwrap_or(0),
+                        u64::try_from(u.output_tokens).unwrap_or(0),
+                    ))
                 })
                 .into_iter()
                 .collect(),
@@ -443,10 +443,7 @@ mod props {
                         .usage
                         .as_ref()
                         .map(|u| {
-                            Chunk::Usage(Usage {
-                                input_tokens: u.input_tokens.max(0) as u64,
-                                output_tokens: u.output_tokens.max(0) as u64,
-                            })
+                            Chunk::Usage(Usage::new(u.input_tokens.max(0) as u64, u.output_tokens.max(0) as u64))
                         })
                         .into_iter()
                         .collect(),

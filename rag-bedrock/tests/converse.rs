@@ -85,10 +85,7 @@ async fn any_chat_model_streams_through_converse() {
         assert_eq!(stop(&chunks), Some(StopReason::EndTurn));
         assert_eq!(
             families::merged_usage(&chunks),
-            Some(Usage {
-                input_tokens: 42,
-                output_tokens: PIECES.len() as u64
-            })
+            Some(Usage::new(42, PIECES.len() as u64))
         );
         let request = &server.requests()[0];
         assert_eq!(

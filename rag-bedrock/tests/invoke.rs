@@ -85,10 +85,10 @@ async fn every_family_streams_its_answer_with_usage_and_stop_reason() {
         assert_eq!(text(&chunks), families::answer(), "{}", case.family);
         assert_eq!(
             families::merged_usage(&chunks),
-            Some(Usage {
-                input_tokens: families::INPUT_TOKENS,
-                output_tokens: families::output_tokens()
-            }),
+            Some(Usage::new(
+                families::INPUT_TOKENS,
+                families::output_tokens()
+            )),
             "{}",
             case.family
         );

@@ -71,10 +71,7 @@ async fn the_pipeline_streams_a_full_answer_for_every_family() {
         let events = ask(&pipeline(generator, Some(case.family))).await;
         check_answer(
             &events,
-            Usage {
-                input_tokens: families::INPUT_TOKENS,
-                output_tokens: families::output_tokens(),
-            },
+            Usage::new(families::INPUT_TOKENS, families::output_tokens()),
             case.family.name(),
         );
         // The family's rendered prompt, numbered passages included, reached Bedrock.
@@ -140,14 +137,7 @@ async fn the_pipeline_streams_a_full_answer_through_converse() {
         .build()
         .unwrap();
     let events = ask(&pipeline(generator, None)).await;
-    check_answer(
-        &events,
-        Usage {
-            input_tokens: 57,
-            output_tokens: 24,
-        },
-        "converse",
-    );
+    check_answer(&events, Usage::new(57, 24), "converse");
 }
 
 #[tokio::test]

@@ -34,7 +34,7 @@ pub use prompt::{
 pub use retriever::Retriever;
 pub use tokens::{Cl100kCounter, TokenCounter, TokenScheme};
 pub use types::{
-    Chunk, Citation, Filter, GenerationParams, Image, ImageFormat, Owner, Passage,
-    RetrievalRequest, Retrieved, SessionId, SessionOwner, StopReason, Turn, TurnId, Usage,
+    Chunk, Citation, Filter, GenerationParams, GuardrailIntervention, Image, ImageFormat, Owner,
+    Passage, RetrievalRequest, Retrieved, SessionId, SessionOwner, StopReason, Turn, TurnId, Usage,
     UserContext,
 };

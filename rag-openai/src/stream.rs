@@ -248,10 +248,10 @@ impl Decoder {
             }
         }
         if let Some(usage) = body.usage {
-            chunks.push(Chunk::Usage(Usage {
-                input_tokens: usage.prompt_tokens.unwrap_or(0),
-                output_tokens: usage.completion_tokens.unwrap_or(0),
-            }));
+            chunks.push(Chunk::Usage(Usage::new(
+                usage.prompt_tokens.unwrap_or(0),
+                usage.completion_tokens.unwrap_or(0),
+            )));
         }
         Ok(Step::Chunks(chunks))
     }
@@ -333,10 +333,7 @@ mod tests {
         ] {
             assert_eq!(
                 chunks(&mut d, usage_chunk),
-                vec![Chunk::Usage(Usage {
-                    input_tokens: 12,
-                    output_tokens: 3
-                })],
+                vec![Chunk::Usage(Usage::new(12, 3))],
                 "{usage_chunk}"
             );
         }

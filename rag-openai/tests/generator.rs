@@ -437,11 +437,5 @@ async fn usage_arrives_as_a_chunk() {
             .unwrap(),
     )
     .await;
-    assert_eq!(
-        chunks.last(),
-        Some(&Chunk::Usage(Usage {
-            input_tokens: 42,
-            output_tokens: 7
-        }))
-    );
+    assert_eq!(chunks.last(), Some(&Chunk::Usage(Usage::new(42, 7))));
 }

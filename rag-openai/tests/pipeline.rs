@@ -73,13 +73,7 @@ async fn the_pipeline_streams_the_answer_and_saves_the_turn_once() {
         Some(Event::Done(summary)) => {
             assert_eq!(summary.answer, answer());
             assert_eq!(summary.stop_reason, Some(StopReason::EndTurn));
-            assert_eq!(
-                summary.usage,
-                Some(Usage {
-                    input_tokens: 42,
-                    output_tokens: 7
-                })
-            );
+            assert_eq!(summary.usage, Some(Usage::new(42, 7)));
             assert_eq!(summary.attempts, 1);
             assert!(summary.saved);
         }

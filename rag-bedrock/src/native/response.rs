@@ -311,16 +311,10 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                Chunk::Usage(Usage {
-                    input_tokens: 12,
-                    output_tokens: 1
-                }),
+                Chunk::Usage(Usage::new(12, 1)),
                 Chunk::Text("Hel".into()),
                 Chunk::Text("lo".into()),
-                Chunk::Usage(Usage {
-                    input_tokens: 12,
-                    output_tokens: 7
-                }),
+                Chunk::Usage(Usage::new(12, 7)),
                 Chunk::Stop(StopReason::StopSequence(Some("END".into()))),
             ]
         );
@@ -407,10 +401,7 @@ mod tests {
             vec![
                 Chunk::Text("A".into()),
                 Chunk::Text("B".into()),
-                Chunk::Usage(Usage {
-                    input_tokens: 9,
-                    output_tokens: 3
-                }),
+                Chunk::Usage(Usage::new(9, 3)),
                 Chunk::Stop(StopReason::EndTurn),
             ]
         );

@@ -187,7 +187,15 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         // leaves at the usage event still gets it finished in a tracked task.
         let save_started = Instant::now();
         let save = inner.history.clone().map(|store| {
-            let turn = Turn { id: turn_id, question: ask.question.clone(), answer: answer.clone(), created_at };
+            // A guardrail's intervention is saved with the guardrail's message as the answer,
+            // so the text it stopped never reaches a later prompt.
+            let saved_answer = match &stop_reason {
+                Some(StopReason::GuardrailIntervened(intervention)) => {
+                    intervention.message.clone().unwrap_or_default()
+                }
+                _ => answer.clone(),
+            };
+            let turn = Turn { id: turn_id, question: ask.question.clone(), answer: saved_answer, created_at };
             FinishOnDrop::new(
                 save_turn(Arc::clone(&inner), store, ask.session.clone(), turn),
                 inner.tasks.clone(),
@@ -665,17 +673,18 @@ fn citations(passages: &[Passage], kept: &[usize]) -> Vec<Citation> {
 /// Usage chunks are running totals per field; a zero field is one the chunk did not report.
 fn merge_usage(current: Option<Usage>, update: Usage) -> Usage {
     let current = current.unwrap_or_default();
+    let pick = |new: u64, old: u64| if new > 0 { new } else { old };
     Usage {
-        input_tokens: if update.input_tokens > 0 {
-            update.input_tokens
-        } else {
-            current.input_tokens
-        },
-        output_tokens: if update.output_tokens > 0 {
-            update.output_tokens
-        } else {
-            current.output_tokens
-        },
+        input_tokens: pick(update.input_tokens, current.input_tokens),
+        output_tokens: pick(update.output_tokens, current.output_tokens),
+        cache_read_input_tokens: pick(
+            update.cache_read_input_tokens,
+            current.cache_read_input_tokens,
+        ),
+        cache_write_input_tokens: pick(
+            update.cache_write_input_tokens,
+            current.cache_write_input_tokens,
+        ),
     }
 }
 

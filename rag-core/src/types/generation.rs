@@ -124,12 +124,67 @@ impl Default for GenerationParams {
 }
 
 /// Token counts of one model call.
+///
+/// The same meaning on every path (native bodies, Converse, OpenAI-compatible): the prompt's
+/// tokens are split in three, as Bedrock and Anthropic bill them, and
+/// [`Usage::prompt_tokens`] is their sum.
+///
+/// - `input_tokens`: the prompt's tokens that were neither read from nor written to a prompt
+///   cache (all of them when no cache point was set);
+/// - `cache_read_input_tokens`: tokens read from the cache (Converse `cacheReadInputTokens`,
+///   Claude `cache_read_input_tokens`);
+/// - `cache_write_input_tokens`: tokens written to the cache (Converse
+///   `cacheWriteInputTokens`, Claude `cache_creation_input_tokens`).
+///
+/// A path whose service reports a total that includes cached tokens (OpenAI's
+/// `prompt_tokens` with `prompt_tokens_details.cached_tokens`) subtracts them, so
+/// `input_tokens` never counts a cached token twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Usage {
-    /// Tokens in the prompt.
+    /// Prompt tokens processed without the cache (see the type's documentation).
     pub input_tokens: u64,
     /// Tokens in the answer.
     pub output_tokens: u64,
+    /// Prompt tokens read from the prompt cache.
+    #[serde(default)]
+    pub cache_read_input_tokens: u64,
+    /// Prompt tokens written to the prompt cache.
+    #[serde(default)]
+    pub cache_write_input_tokens: u64,
+}
+
+impl Usage {
+    /// Counts without any cache use.
+    pub fn new(input_tokens: u64, output_tokens: u64) -> Self {
+        Usage {
+            input_tokens,
+            output_tokens,
+            ..Usage::default()
+        }
+    }
+
+    /// Sets the cache counts.
+    pub fn with_cache(mut self, read: u64, write: u64) -> Self {
+        self.cache_read_input_tokens = read;
+        self.cache_write_input_tokens = write;
+        self
+    }
+
+    /// All of the prompt's tokens: processed, read from the cache and written to it.
+    pub fn prompt_tokens(&self) -> u64 {
+        self.input_tokens + self.cache_read_input_tokens + self.cache_write_input_tokens
+    }
+}
+
+/// What a guardrail did when it stopped an answer ([`StopReason::GuardrailIntervened`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GuardrailIntervention {
+    /// The text the guardrail put in place of the answer (its configured blocked message),
+    /// when the service sent it.
+    pub message: Option<String>,
+    /// The guardrail's trace (its assessments), as the service sent it, when the trace was
+    /// asked for.
+    pub trace: Option<serde_json::Value>,
 }
 
 /// Why the model stopped, normalized across families.
@@ -144,6 +199,10 @@ pub enum StopReason {
     StopSequence(Option<String>),
     /// A content filter stopped the answer.
     ContentFiltered,
+    /// A guardrail stopped the answer (Bedrock `guardrail_intervened`, or
+    /// `amazon-bedrock-guardrailAction: INTERVENED` in a native body). The pipeline saves the
+    /// turn with the guardrail's message as its answer, never the text it stopped.
+    GuardrailIntervened(Box<GuardrailIntervention>),
     /// A reason this library does not know, as the model gave it.
     Other(String),
 }

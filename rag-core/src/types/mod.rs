@@ -6,7 +6,7 @@ mod passage;
 mod session;
 mod turn;
 
-pub use generation::{Chunk, GenerationParams, StopReason, Usage};
+pub use generation::{Chunk, GenerationParams, GuardrailIntervention, StopReason, Usage};
 pub use image::{Image, ImageFormat};
 pub use passage::{Citation, Filter, Passage, RetrievalRequest, Retrieved, UserContext};
 pub use session::{Owner, SessionId, SessionOwner};

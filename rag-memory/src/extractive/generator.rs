@@ -251,10 +251,7 @@ impl Generator for ExtractiveGenerator {
         } else {
             StopReason::EndTurn
         };
-        let usage = Usage {
-            input_tokens: estimate_tokens(text) as u64,
-            output_tokens: chunks.len() as u64,
-        };
+        let usage = Usage::new(estimate_tokens(text) as u64, chunks.len() as u64);
         let items: Vec<Result<Chunk>> = chunks
             .into_iter()
             .map(Chunk::Text)

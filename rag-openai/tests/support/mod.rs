@@ -290,10 +290,7 @@ pub fn answer_events() -> Vec<String> {
 pub fn answer_chunks() -> Vec<Chunk> {
     let mut chunks: Vec<Chunk> = PIECES.iter().map(|p| Chunk::Text((*p).into())).collect();
     chunks.push(Chunk::Stop(StopReason::EndTurn));
-    chunks.push(Chunk::Usage(Usage {
-        input_tokens: 42,
-        output_tokens: 7,
-    }));
+    chunks.push(Chunk::Usage(Usage::new(42, 7)));
     chunks
 }
 
