@@ -11,6 +11,7 @@ pub mod model;
 pub mod pipeline;
 pub mod prompt;
 pub mod retriever;
+pub mod screen;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
 pub mod tokens;
@@ -32,6 +33,7 @@ pub use prompt::{
     PromptTemplate, RenderedPrompt, Role, TitanTextTemplate, TokenBudget,
 };
 pub use retriever::Retriever;
+pub use screen::{QueryRewriter, QuestionScreen, Screening};
 pub use tokens::{Cl100kCounter, TokenCounter, TokenScheme};
 pub use types::{
     Chunk, Citation, Filter, GenerationParams, GuardrailIntervention, Image, ImageFormat, Owner,
