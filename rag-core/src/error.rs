@@ -16,6 +16,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Stage {
     /// Checking the ask before any backend is called.
     Input,
+    /// Screening the question ([`crate::QuestionScreen`]).
+    Screen,
     /// Loading the conversation history.
     History,
     /// Retrieving passages.
@@ -32,6 +34,7 @@ impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Stage::Input => "input",
+            Stage::Screen => "screen",
             Stage::History => "history",
             Stage::Retrieval => "retrieval",
             Stage::Prompt => "prompt",

@@ -33,7 +33,7 @@ pub use prompt::{
     PromptTemplate, RenderedPrompt, Role, TitanTextTemplate, TokenBudget,
 };
 pub use retriever::Retriever;
-pub use screen::{QueryRewriter, QuestionScreen, Screening};
+pub use screen::{GeneratorRewriter, QueryRewriter, QuestionScreen, Screening};
 pub use tokens::{Cl100kCounter, TokenCounter, TokenScheme};
 pub use types::{
     Chunk, Citation, Filter, GenerationParams, GuardrailIntervention, Image, ImageFormat, Owner,

@@ -10,6 +10,7 @@ use crate::history::HistoryStore;
 use crate::model::{default_reserve, ModelProfile};
 use crate::prompt::{PromptKind, PromptTemplate};
 use crate::retriever::Retriever;
+use crate::screen::{QueryRewriter, QuestionScreen};
 use crate::types::GenerationParams;
 
 /// What to do when the history cannot be loaded.
@@ -37,6 +38,11 @@ pub struct Timeouts {
     pub idle: Option<Duration>,
     /// One attempt at saving the turn (default 5 s).
     pub save: Option<Duration>,
+    /// Screening the question ([`PipelineBuilder::with_question_screen`]; default 5 s).
+    pub screen: Option<Duration>,
+    /// Rewriting a follow-up question ([`PipelineBuilder::with_query_rewriter`]; default 5 s):
+    /// past it, retrieval uses the question as asked.
+    pub rewrite: Option<Duration>,
 }
 
 impl Default for Timeouts {
@@ -47,6 +53,8 @@ impl Default for Timeouts {
             first_token: Some(Duration::from_secs(30)),
             idle: Some(Duration::from_secs(30)),
             save: Some(Duration::from_secs(5)),
+            screen: Some(Duration::from_secs(5)),
+            rewrite: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -109,6 +117,8 @@ pub struct PipelineBuilder {
     history: Option<Arc<dyn HistoryStore>>,
     dead_letters: Arc<dyn DeadLetterSink>,
     prompt_counter: Option<Arc<dyn PromptCounter>>,
+    screen: Option<Arc<dyn QuestionScreen>>,
+    rewriter: Option<Arc<dyn QueryRewriter>>,
     settings: Settings,
 }
 
@@ -121,6 +131,8 @@ impl Default for PipelineBuilder {
             history: None,
             dead_letters: Arc::new(TracingDeadLetters),
             prompt_counter: None,
+            screen: None,
+            rewriter: None,
             settings: Settings::default(),
         }
     }
@@ -174,6 +186,29 @@ impl PipelineBuilder {
     /// [`crate::Warning::CountUnavailable`] says so.
     pub fn with_prompt_counter(mut self, counter: impl PromptCounter + 'static) -> Self {
         self.prompt_counter = Some(Arc::new(counter));
+        self
+    }
+
+    /// Screens every question before anything else is spent on it (for example
+    /// `rag_bedrock::BedrockGuardrailScreen`, on Bedrock's ApplyGuardrail API). A blocked
+    /// question gets no retrieval and no model call: its answer is the screen's message, ended
+    /// by [`crate::StopReason::GuardrailIntervened`], and its turn is saved with that message.
+    /// A screen that fails (or exceeds [`Timeouts::screen`]) fails the ask at
+    /// [`crate::Stage::Screen`]: an unscreened question is never answered.
+    pub fn with_question_screen(mut self, screen: impl QuestionScreen + 'static) -> Self {
+        self.screen = Some(Arc::new(screen));
+        self
+    }
+
+    /// Rewrites a follow-up question into a standalone query before retrieval (for example
+    /// [`crate::screen::GeneratorRewriter`] on a small, fast model). Retrieval then waits for
+    /// the history instead of running beside it, so the rewriter runs only when the
+    /// conversation has earlier turns; the prompt keeps the question as asked. When it fails
+    /// (or exceeds [`Timeouts::rewrite`]), retrieval uses the question as asked and a
+    /// [`crate::Warning::QueryRewriteFailed`] says so. The query used is in
+    /// [`crate::Summary::rewritten_query`].
+    pub fn with_query_rewriter(mut self, rewriter: impl QueryRewriter + 'static) -> Self {
+        self.rewriter = Some(Arc::new(rewriter));
         self
     }
 
@@ -359,6 +394,8 @@ impl PipelineBuilder {
                 history: self.history,
                 dead_letters: DeadLetterQueue::new(self.dead_letters, settings.dead_letters),
                 prompt_counter: self.prompt_counter,
+                screen: self.screen,
+                rewriter: self.rewriter,
                 settings,
                 tasks: tokio_util::task::TaskTracker::new(),
                 in_flight: super::InFlight::default(),

@@ -65,6 +65,9 @@ pub enum Warning {
     /// The model's own count of the prompt ([`crate::PromptCounter`]) failed; the template's
     /// count, an upper bound, was used.
     CountUnavailable(Error),
+    /// The [`crate::QueryRewriter`] failed or took too long; retrieval used the question as
+    /// asked.
+    QueryRewriteFailed(Error),
     /// Any other remark from a backend.
     Other(String),
 }
@@ -95,6 +98,10 @@ impl std::fmt::Display for Warning {
                     "the model's token count is unavailable, the estimate was used: {e}"
                 )
             }
+            Warning::QueryRewriteFailed(e) => write!(
+                f,
+                "the follow-up could not be rewritten, retrieval used the question as asked: {e}"
+            ),
             Warning::Other(s) => f.write_str(s),
         }
     }
@@ -103,7 +110,12 @@ impl std::fmt::Display for Warning {
 /// How long each stage of an ask took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Timings {
-    /// Loading the history (runs at the same time as retrieval).
+    /// Screening the question (zero without a [`crate::QuestionScreen`]).
+    pub screen: Duration,
+    /// Rewriting a follow-up (zero without a [`crate::QueryRewriter`] or history).
+    pub rewrite: Duration,
+    /// Loading the history (runs at the same time as retrieval, unless a
+    /// [`crate::QueryRewriter`] needs it first).
     pub history: Duration,
     /// Retrieving passages (runs at the same time as history).
     pub retrieval: Duration,
@@ -156,6 +168,9 @@ pub struct Summary {
     /// The prompt's tokens as the model counted them, when the pipeline has a
     /// [`crate::PromptCounter`].
     pub counted_prompt_tokens: Option<usize>,
+    /// The query retrieval was given, when a [`crate::QueryRewriter`] rewrote the question
+    /// (`None` when retrieval used the question as asked).
+    pub rewritten_query: Option<String>,
 }
 
 /// Why an ask failed, with what had been answered before it did.

@@ -15,6 +15,7 @@ use super::{Ask, AskGuard, HistoryFailurePolicy, Inner};
 use crate::error::{Error, Result, Stage};
 use crate::generator::ChunkStream;
 use crate::prompt::{Prompt, PromptInput, RenderedPrompt, TokenBudget};
+use crate::screen::Screening;
 use crate::types::{
     Chunk, Citation, GenerationParams, Passage, RetrievalRequest, Retrieved, SessionId, StopReason,
     Turn, TurnId, Usage,
@@ -45,11 +46,65 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
             }
         };
 
-        // History and retrieval at the same time: the ask waits for the slower one only.
-        let (history, retrieved) = futures::join!(
-            timed(inner.load_history(&ask.session)),
-            timed(inner.retrieve(&ask, top_k)),
-        );
+        // A screened-out question costs no retrieval and no model call.
+        let blocked = match &inner.screen {
+            None => None,
+            Some(screen) => {
+                let screened = timed(within(
+                    inner.settings.timeouts.screen,
+                    Stage::Screen,
+                    caught(Stage::Screen, screen.screen(&ask.question)),
+                ))
+                .await;
+                timings.screen = screened.1;
+                match screened.0 {
+                    Ok(Screening::Allowed) => None,
+                    Ok(Screening::Blocked(intervention)) => Some(intervention),
+                    Err(error) => {
+                        yield inner.fail(&ask, Stage::Screen, error, String::new());
+                        return;
+                    }
+                }
+            }
+        };
+
+        let mut rewrite_warning = None;
+        let mut rewritten_query = None;
+        let (history, retrieved) = if blocked.is_some() {
+            // Loaded still: it says whose conversation this is, and orders the turn.
+            let history = timed(inner.load_history(&ask.session)).await;
+            (history, (Ok(Retrieved::default()), Duration::ZERO))
+        } else if let Some(rewriter) = &inner.rewriter {
+            // A follow-up is rewritten from the history, so retrieval waits for it.
+            let history = timed(inner.load_history(&ask.session)).await;
+            let mut query = None;
+            if let Ok(turns) = &history.0 {
+                let keep = turns.len().min(inner.settings.history_turns);
+                let turns = &turns[turns.len() - keep..];
+                if !turns.is_empty() {
+                    let rewritten = timed(inner.rewrite(rewriter.as_ref(), &ask.question, turns)).await;
+                    timings.rewrite = rewritten.1;
+                    match rewritten.0 {
+                        Ok(rewritten) => query = Some(rewritten),
+                        Err(error) => rewrite_warning = Some(Warning::QueryRewriteFailed(error)),
+                    }
+                }
+            }
+            // Another owner's conversation fails below: nothing is retrieved for it.
+            let retrieved = if matches!(history.0, Err(Error::Forbidden { .. })) {
+                (Ok(Retrieved::default()), Duration::ZERO)
+            } else {
+                timed(inner.retrieve(&ask, query.as_deref(), top_k)).await
+            };
+            rewritten_query = query;
+            (history, retrieved)
+        } else {
+            // History and retrieval at the same time: the ask waits for the slower one only.
+            futures::join!(
+                timed(inner.load_history(&ask.session)),
+                timed(inner.retrieve(&ask, None, top_k)),
+            )
+        };
         timings.history = history.1;
         timings.retrieval = retrieved.1;
         let Retrieved { passages, warnings } = match retrieved.0 {
@@ -88,8 +143,51 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         if history.len() > keep_turns {
             history.drain(..history.len() - keep_turns);
         }
+        if let Some(warning) = rewrite_warning {
+            yield Event::Warning(warning);
+        }
         for warning in warnings {
             yield Event::Warning(warning);
+        }
+
+        if let Some(intervention) = blocked {
+            // The screen's message is the answer; the turn is saved with it.
+            yield Event::Sources(Vec::new());
+            let answer = intervention.message.clone().unwrap_or_default();
+            if !answer.is_empty() {
+                yield Event::Token(answer.clone());
+            }
+            let turn = Turn { id: turn_id, question: ask.question.clone(), answer: answer.clone(), created_at };
+            let save_started = Instant::now();
+            let save = inner.history.clone().map(|store| {
+                FinishOnDrop::new(
+                    save_turn(Arc::clone(&inner), store, ask.session.clone(), turn),
+                    inner.tasks.clone(),
+                )
+            });
+            let mut saved = false;
+            if let Some(save) = save {
+                match save.await {
+                    Ok(()) => saved = true,
+                    Err(error) => yield Event::Warning(Warning::TurnNotSaved(error)),
+                }
+                timings.save = save_started.elapsed();
+            }
+            timings.total = started.elapsed();
+            yield Event::Done(Box::new(Summary {
+                turn_id,
+                answer,
+                stop_reason: Some(StopReason::GuardrailIntervened(Box::new(intervention))),
+                usage: None,
+                timings,
+                dropped: Dropped::default(),
+                attempts: 0,
+                saved,
+                prompt_tokens: 0,
+                counted_prompt_tokens: None,
+                rewritten_query: None,
+            }));
+            return;
         }
 
         let prompt_started = Instant::now();
@@ -224,6 +322,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
             saved,
             prompt_tokens: rendered.token_count,
             counted_prompt_tokens,
+            rewritten_query,
         }));
     }
 }
@@ -454,12 +553,13 @@ impl Inner {
         }
     }
 
-    async fn retrieve(&self, ask: &Ask, top_k: usize) -> Result<Retrieved> {
+    /// Retrieves for `query`, or for the question as asked.
+    async fn retrieve(&self, ask: &Ask, query: Option<&str>, top_k: usize) -> Result<Retrieved> {
         let Some(retriever) = &self.retriever else {
             return Ok(Retrieved::default());
         };
         let req = RetrievalRequest {
-            query: ask.question.clone(),
+            query: query.unwrap_or(&ask.question).to_owned(),
             top_k,
             filter: ask.filter.clone(),
             user: ask.user.clone(),
@@ -472,6 +572,40 @@ impl Inner {
         .await?;
         retrieved.passages.truncate(top_k);
         Ok(retrieved)
+    }
+
+    /// The rewriter's standalone query for a follow-up, checked like a question is: not empty
+    /// and within the question limit.
+    async fn rewrite(
+        &self,
+        rewriter: &dyn crate::QueryRewriter,
+        question: &str,
+        history: &[Turn],
+    ) -> Result<String> {
+        let query = within(
+            self.settings.timeouts.rewrite,
+            Stage::Retrieval,
+            caught(Stage::Retrieval, rewriter.rewrite(question, history)),
+        )
+        .await?;
+        let query = query.trim();
+        if query.is_empty() {
+            return Err(Error::generation(
+                "the rewriter returned an empty query",
+                false,
+            ));
+        }
+        if query.len() > self.settings.max_question_bytes {
+            return Err(Error::generation(
+                format!(
+                    "the rewriter returned a {}-byte query, over the {}-byte question limit",
+                    query.len(),
+                    self.settings.max_question_bytes
+                ),
+                false,
+            ));
+        }
+        Ok(query.to_owned())
     }
 
     /// Starts the model call and waits for its first text, retrying failures that are

@@ -27,6 +27,7 @@ use crate::generator::{Generator, PromptCounter};
 use crate::history::HistoryStore;
 use crate::prompt::PromptTemplate;
 use crate::retriever::Retriever;
+use crate::screen::{QueryRewriter, QuestionScreen};
 
 /// Answers questions for conversations: the whole flow of one ask, as a stream of [`Event`]s.
 ///
@@ -73,6 +74,8 @@ struct Inner {
     history: Option<Arc<dyn HistoryStore>>,
     dead_letters: dead_letter::DeadLetterQueue,
     prompt_counter: Option<Arc<dyn PromptCounter>>,
+    screen: Option<Arc<dyn QuestionScreen>>,
+    rewriter: Option<Arc<dyn QueryRewriter>>,
     settings: builder::Settings,
     tasks: tokio_util::task::TaskTracker,
     in_flight: InFlight,
