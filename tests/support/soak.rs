@@ -60,6 +60,7 @@ impl SoakConfig {
                 first_token: Some(Duration::from_millis(500)),
                 idle: Some(Duration::from_millis(100)),
                 save: Some(Duration::from_millis(500)),
+                ..Timeouts::default()
             },
             max_heap_growth: 2 * 1024 * 1024,
         }
