@@ -559,3 +559,88 @@ async fn a_bad_guardrail_is_a_typed_error_before_any_request() {
     }
     assert_eq!(server.hits(), 0);
 }
+
+/// A history that keeps what the pipeline saves.
+#[derive(Debug, Default)]
+struct RecordingHistory(std::sync::Mutex<Vec<rag_core::Turn>>);
+
+#[async_trait::async_trait]
+impl rag_core::HistoryStore for RecordingHistory {
+    async fn load(
+        &self,
+        _session: &rag_core::SessionId,
+        _max_turns: usize,
+    ) -> rag_core::Result<Vec<rag_core::Turn>> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+
+    async fn append(
+        &self,
+        _session: &rag_core::SessionId,
+        turn: &rag_core::Turn,
+    ) -> rag_core::Result<()> {
+        self.0.lock().unwrap().push(turn.clone());
+        Ok(())
+    }
+
+    async fn clear(&self, _session: &rag_core::SessionId) -> rag_core::Result<()> {
+        self.0.lock().unwrap().clear();
+        Ok(())
+    }
+
+    async fn owner(
+        &self,
+        _session: &rag_core::SessionId,
+    ) -> rag_core::Result<rag_core::SessionOwner> {
+        Ok(rag_core::SessionOwner::Unclaimed)
+    }
+}
+
+#[tokio::test]
+async fn the_pipeline_saves_an_intervened_turn_with_the_guardrails_message() {
+    use futures::StreamExt;
+    use rag_core::{Ask, Event, Pipeline, SessionId};
+
+    let case = families::mistral();
+    // Asynchronous mode: the model's own text reached the caller before the guardrail.
+    let chunks = vec![
+        json!({"outputs": [{"text": "Buy shares of ", "stop_reason": null}]}).to_string(),
+        json!({
+            "outputs": [{"text": BLOCKED, "stop_reason": "stop"}],
+            "amazon-bedrock-guardrailAction": "INTERVENED",
+            "amazon-bedrock-invocationMetrics": {"inputTokenCount": 20, "outputTokenCount": 12},
+        })
+        .to_string(),
+    ];
+    let server = TestServer::start([Reply::frames(frames(&chunks))]).await;
+    let generator = native(
+        &case,
+        &server,
+        guardrail().with_stream_processing(GuardrailStreamProcessing::Async),
+    );
+    let history = std::sync::Arc::new(RecordingHistory::default());
+    let pipeline = Pipeline::builder()
+        .with_generator(generator)
+        .with_retriever(rag_core::testing::StaticRetriever::numbered(2))
+        .with_template(rag_core::template_for(case.family))
+        .with_history(history.clone())
+        .with_params(families::params())
+        .build()
+        .unwrap();
+    let question = "Which shares should I buy?";
+    let events: Vec<Event> = pipeline
+        .ask(Ask::new(SessionId::new("s-1").unwrap(), question))
+        .collect()
+        .await;
+    match events.last() {
+        Some(Event::Done(summary)) => {
+            assert_eq!(summary.stop_reason, Some(intervention(Some(BLOCKED), None)));
+        }
+        other => panic!("the ask did not finish: {other:?}"),
+    }
+    let saved = history.0.lock().unwrap().clone();
+    assert_eq!(saved.len(), 1);
+    assert_eq!(saved[0].question, question);
+    // The guardrail's message, never the text it stopped.
+    assert_eq!(saved[0].answer, BLOCKED);
+}
