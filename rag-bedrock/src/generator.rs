@@ -151,7 +151,7 @@ impl BedrockGenerator {
     ) -> Result<Vec<u8>> {
         let mut body = request_body(family, prompt, params)?;
         if let Some(guardrail) = &self.guardrail {
-            guardrail.add_to_native_body(&mut body);
+            guardrail.add_to_native_body(&mut body)?;
         }
         Ok(body)
     }

@@ -189,16 +189,19 @@ impl Guardrail {
     ///
     /// The body is a JSON object written by this crate, so the field is spliced in before its
     /// closing brace rather than parsing and rewriting a body that may be tens of kilobytes.
-    pub(crate) fn add_to_native_body(&self, body: &mut Vec<u8>) {
+    pub(crate) fn add_to_native_body(&self, body: &mut Vec<u8>) -> Result<()> {
         if self.stream_processing != GuardrailStreamProcessing::Async {
-            return;
+            return Ok(());
         }
         let field = br#""amazon-bedrock-guardrailConfig":{"streamProcessingMode":"ASYNCHRONOUS"}}"#;
         while body.last().is_some_and(u8::is_ascii_whitespace) {
             body.pop();
         }
         if body.pop() != Some(b'}') {
-            unreachable!("native request bodies are JSON objects");
+            return Err(Error::generation(
+                "the request body is not a JSON object: the guardrail's field cannot be added",
+                false,
+            ));
         }
         let empty = body
             .iter()
@@ -209,6 +212,7 @@ impl Guardrail {
             body.push(b',');
         }
         body.extend_from_slice(field);
+        Ok(())
     }
 }
 
@@ -417,12 +421,12 @@ mod tests {
     fn asynchronous_mode_adds_the_body_field_and_synchronous_mode_nothing() {
         let sync = Guardrail::new("g", "1");
         let mut body = br#"{"prompt":"hi"}"#.to_vec();
-        sync.add_to_native_body(&mut body);
+        sync.add_to_native_body(&mut body).unwrap();
         assert_eq!(body, br#"{"prompt":"hi"}"#);
         let async_ = sync.with_stream_processing(GuardrailStreamProcessing::Async);
         for original in [&br#"{"prompt":"hi"}"#[..], b"{}", b"{ }\n"] {
             let mut body = original.to_vec();
-            async_.add_to_native_body(&mut body);
+            async_.add_to_native_body(&mut body).unwrap();
             let value: Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(
                 value["amazon-bedrock-guardrailConfig"],
@@ -431,5 +435,7 @@ mod tests {
                 String::from_utf8_lossy(original)
             );
         }
+        let mut not_an_object = b"[1]".to_vec();
+        assert!(async_.add_to_native_body(&mut not_an_object).is_err());
     }
 }

@@ -477,6 +477,55 @@ mod tests {
     }
 
     #[test]
+    fn a_guardrail_intervention_replaces_the_family_stop_reason() {
+        // No guardrail set on the parser: the marked chunk still decides the outcome, at once.
+        let mut parser = ChunkParser::new(ModelFamily::Llama3);
+        let out = parser
+            .parse(br#"{"generation":"Blocked.","stop_reason":"stop","amazon-bedrock-guardrailAction":"INTERVENED"}"#)
+            .unwrap();
+        assert_eq!(
+            out.last(),
+            Some(&Chunk::Stop(StopReason::GuardrailIntervened(Box::new(
+                GuardrailIntervention {
+                    message: Some("Blocked.".into()),
+                    trace: None,
+                }
+            ))))
+        );
+        // With a guardrail, the stop waits for the last chunk and its trace.
+        let guardrail = Guardrail::new("g1", "1").with_trace(crate::GuardrailTrace::Enabled);
+        let mut parser = ChunkParser::new(ModelFamily::TitanText).with_guardrail(&guardrail);
+        let first = parser
+            .parse(br#"{"outputText":"No.","completionReason":"CONTENT_FILTERED","amazon-bedrock-guardrailAction":"INTERVENED"}"#)
+            .unwrap();
+        assert_eq!(first, vec![Chunk::Text("No.".into())]);
+        assert!(parser.stopped());
+        let last = parser
+            .parse(br#"{"amazon-bedrock-trace":{"guardrail":{"k":1}},"amazon-bedrock-invocationMetrics":{"inputTokenCount":3,"outputTokenCount":1}}"#)
+            .unwrap();
+        assert_eq!(
+            last,
+            vec![
+                Chunk::Usage(Usage::new(3, 1)),
+                Chunk::Stop(StopReason::GuardrailIntervened(Box::new(
+                    GuardrailIntervention {
+                        message: Some("No.".into()),
+                        trace: Some(serde_json::json!({"k": 1})),
+                    }
+                ))),
+            ]
+        );
+        assert!(parser.finish().is_empty());
+        // A guardrail that let the answer through leaves the family's reason, held to the end.
+        let mut parser = ChunkParser::new(ModelFamily::Mistral).with_guardrail(&guardrail);
+        let out = parser
+            .parse(br#"{"outputs":[{"text":"Hi","stop_reason":"stop"}]}"#)
+            .unwrap();
+        assert_eq!(out, vec![Chunk::Text("Hi".into())]);
+        assert_eq!(parser.finish(), vec![Chunk::Stop(StopReason::EndTurn)]);
+    }
+
+    #[test]
     fn malformed_chunks_are_non_retryable_errors() {
         let cases = [
             (ModelFamily::Llama3, "not json"),
