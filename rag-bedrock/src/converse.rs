@@ -7,10 +7,12 @@ use aws_sdk_bedrockruntime::types::{
     SystemContentBlock,
 };
 use rag_core::{
-    Chunk, Error, GenerationParams, Image, ImageFormat, Prompt, Result, Role, StopReason, Usage,
+    Chunk, Error, GenerationParams, GuardrailIntervention, Image, ImageFormat, Prompt, Result,
+    Role, StopReason, Usage,
 };
 use serde_json::{json, Value};
 
+use crate::guardrail::{trace_assessment_json, Guardrail, GuardrailStreamProcessing};
 use crate::native::{chat_prompt, check_images, claude_stop_reason, CONVERSE_IMAGE_LIMITS};
 use crate::stream::EventDecoder;
 
@@ -166,16 +168,56 @@ fn merge(into: &mut Value, extra: Value) {
 
 /// Reads ConverseStream events: text deltas, the stop reason, and usage from the metadata
 /// event that follows it.
+///
+/// With a guardrail, a `guardrail_intervened` stop is held back until the metadata event,
+/// which carries the guardrail's trace (`trace.guardrail`) when it was asked for.
 #[derive(Debug, Default)]
 pub(crate) struct ConverseDecoder {
     stopped: bool,
+    /// A guardrail was set on the call: `(keep the trace, synchronous processing)`.
+    guardrail: Option<(bool, bool)>,
+    /// The answer so far, with a guardrail: in synchronous mode an intervened answer is the
+    /// guardrail's message alone.
+    text: String,
+    trace: Option<Value>,
+    pending: Option<StopReason>,
+}
+
+impl ConverseDecoder {
+    /// A decoder for a call made with `guardrail`, if any.
+    pub(crate) fn new(guardrail: Option<&Guardrail>) -> Self {
+        ConverseDecoder {
+            guardrail: guardrail.map(|g| {
+                (
+                    g.traced(),
+                    g.stream_processing() == GuardrailStreamProcessing::Sync,
+                )
+            }),
+            ..ConverseDecoder::default()
+        }
+    }
+
+    /// The intervention with what is known of it.
+    fn intervention(&mut self) -> StopReason {
+        let sync = self.guardrail.is_some_and(|(_, sync)| sync);
+        let text = std::mem::take(&mut self.text);
+        StopReason::GuardrailIntervened(Box::new(GuardrailIntervention {
+            message: (sync && !text.is_empty()).then_some(text),
+            trace: self.trace.take(),
+        }))
+    }
 }
 
 impl EventDecoder<ConverseStreamOutput> for ConverseDecoder {
     fn decode(&mut self, event: ConverseStreamOutput) -> Result<Vec<Chunk>> {
         Ok(match event {
             ConverseStreamOutput::ContentBlockDelta(delta) => match delta.delta {
-                Some(ContentBlockDelta::Text(text)) if !text.is_empty() => vec![Chunk::Text(text)],
+                Some(ContentBlockDelta::Text(text)) if !text.is_empty() => {
+                    if self.guardrail.is_some() {
+                        self.text.push_str(&text);
+                    }
+                    vec![Chunk::Text(text)]
+                }
                 _ => Vec::new(),
             },
             ConverseStreamOutput::MessageStop(stop) => {
@@ -188,18 +230,34 @@ impl EventDecoder<ConverseStreamOutput> for ConverseDecoder {
                     .and_then(|d| d.as_string())
                     .map(str::to_owned);
                 let reason: StopReason = claude_stop_reason(stop.stop_reason.as_str(), sequence);
+                if self.guardrail.is_some() && matches!(reason, StopReason::GuardrailIntervened(_))
+                {
+                    self.pending = Some(reason);
+                    return Ok(Vec::new());
+                }
                 vec![Chunk::Stop(reason)]
             }
-            ConverseStreamOutput::Metadata(meta) => meta
-                .usage
-                .map(|u| {
-                    Chunk::Usage(Usage::new(
-                        u64::try_from(u.input_tokens).unwrap_or(0),
-                        u64::try_from(u.output_tokens).unwrap_or(0),
-                    ))
-                })
-                .into_iter()
-                .collect(),
+            ConverseStreamOutput::Metadata(meta) => {
+                if self.guardrail.is_some_and(|(trace, _)| trace) {
+                    if let Some(trace) = meta.trace.as_ref().and_then(|t| t.guardrail.as_ref()) {
+                        self.trace = Some(trace_assessment_json(trace));
+                    }
+                }
+                let mut out: Vec<Chunk> = meta
+                    .usage
+                    .map(|u| {
+                        Chunk::Usage(Usage::new(
+                            u64::try_from(u.input_tokens).unwrap_or(0),
+                            u64::try_from(u.output_tokens).unwrap_or(0),
+                        ))
+                    })
+                    .into_iter()
+                    .collect();
+                if self.pending.take().is_some() {
+                    out.push(Chunk::Stop(self.intervention()));
+                }
+                out
+            }
             // messageStart, contentBlockStart/Stop and event types newer than this SDK carry
             // no answer text.
             _ => Vec::new(),
@@ -211,7 +269,10 @@ impl EventDecoder<ConverseStreamOutput> for ConverseDecoder {
     }
 
     fn finish(&mut self) -> Vec<Chunk> {
-        Vec::new()
+        match self.pending.take() {
+            Some(_) => vec![Chunk::Stop(self.intervention())],
+            None => Vec::new(),
+        }
     }
 }
 

@@ -93,6 +93,7 @@ impl ServiceCode for aws_sdk_bedrockruntime::operation::invoke_model_with_respon
 impl ServiceCode for aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamError {}
 impl ServiceCode for aws_sdk_bedrockruntime::operation::count_tokens::CountTokensError {}
 impl ServiceCode for aws_sdk_bedrockruntime::operation::invoke_model::InvokeModelError {}
+impl ServiceCode for aws_sdk_bedrockruntime::operation::apply_guardrail::ApplyGuardrailError {}
 #[cfg(feature = "knowledge-bases")]
 impl ServiceCode for aws_sdk_bedrockagentruntime::operation::retrieve::RetrieveError {}
 

@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::converse::{converse_request, ConverseDecoder};
 use crate::document::to_document;
 use crate::error::{from_sdk_error, Backend};
+use crate::guardrail::Guardrail;
 use crate::native::{has_native_format, request_body, ChunkParser};
 use crate::stream::{drive, EventDecoder};
 
@@ -55,6 +56,7 @@ pub struct BedrockGenerator {
     idle_timeout: Duration,
     request_timeout: Duration,
     additional_fields: Option<Value>,
+    guardrail: Option<Guardrail>,
 }
 
 /// Which Bedrock Runtime API a generator calls.
@@ -122,17 +124,36 @@ impl BedrockGenerator {
         self.images
     }
 
+    /// The guardrail Bedrock applies to this generator's calls, if any.
+    pub fn guardrail(&self) -> Option<&Guardrail> {
+        self.guardrail.as_ref()
+    }
+
     /// The InvokeModel request body this generator sends for `prompt` with `params` (native
     /// mode), checked as a call would check it; for inspection, logging and tests.
     pub fn request_body(&self, prompt: &Prompt, params: &GenerationParams) -> Result<Vec<u8>> {
         self.check(params)?;
         self.check_images(prompt)?;
         match self.api {
-            Api::Native(family) => request_body(family, prompt, params),
+            Api::Native(family) => self.native_body(family, prompt, params),
             Api::Converse => Err(Error::config(
                 "a ConverseStream generator sends the SDK's Converse request, not a native body",
             )),
         }
+    }
+
+    /// The family's body, with the guardrail's body field when it needs one.
+    fn native_body(
+        &self,
+        family: ModelFamily,
+        prompt: &Prompt,
+        params: &GenerationParams,
+    ) -> Result<Vec<u8>> {
+        let mut body = request_body(family, prompt, params)?;
+        if let Some(guardrail) = &self.guardrail {
+            guardrail.add_to_native_body(&mut body)?;
+        }
+        Ok(body)
     }
 
     fn check(&self, params: &GenerationParams) -> Result<()> {
@@ -172,13 +193,20 @@ impl BedrockGenerator {
         prompt: &Prompt,
         params: &GenerationParams,
     ) -> Result<ChunkStream> {
-        let body = request_body(family, prompt, params)?;
+        let body = self.native_body(family, prompt, params)?;
+        // The guardrail travels in the X-Amzn-Bedrock-GuardrailIdentifier,
+        // X-Amzn-Bedrock-GuardrailVersion and X-Amzn-Bedrock-Trace headers
+        // (https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_InvokeModelWithResponseStream.html).
+        let guardrail = self.guardrail.as_ref();
         let call = self
             .client
             .invoke_model_with_response_stream()
             .model_id(&self.model_id)
             .content_type("application/json")
             .accept("application/json")
+            .set_guardrail_identifier(guardrail.map(|g| g.identifier().to_owned()))
+            .set_guardrail_version(guardrail.map(|g| g.version().to_owned()))
+            .set_trace(guardrail.map(Guardrail::invoke_trace))
             .body(Blob::new(body))
             .send();
         let output = self
@@ -187,7 +215,10 @@ impl BedrockGenerator {
             .map_err(|e| from_sdk_error(Backend::Generation, INVOKE, e))?;
         Ok(drive(
             output.body,
-            NativeDecoder(ChunkParser::new(family)),
+            NativeDecoder(match guardrail {
+                Some(guardrail) => ChunkParser::new(family).with_guardrail(guardrail),
+                None => ChunkParser::new(family),
+            }),
             self.idle_timeout,
             INVOKE,
         ))
@@ -214,6 +245,7 @@ impl BedrockGenerator {
             .set_additional_model_request_fields(
                 request.additional_fields.as_ref().map(to_document),
             )
+            .set_guardrail_config(self.guardrail.as_ref().map(Guardrail::converse_config))
             .send();
         let output = self
             .initial(call)
@@ -221,7 +253,7 @@ impl BedrockGenerator {
             .map_err(|e| from_sdk_error(Backend::Generation, CONVERSE, e))?;
         Ok(drive(
             output.stream,
-            ConverseDecoder::default(),
+            ConverseDecoder::new(self.guardrail.as_ref()),
             self.idle_timeout,
             CONVERSE,
         ))
@@ -281,7 +313,7 @@ impl EventDecoder<ResponseStream> for NativeDecoder {
     }
 
     fn finish(&mut self) -> Vec<Chunk> {
-        self.0.take_usage().into_iter().collect()
+        self.0.finish()
     }
 }
 
@@ -298,6 +330,7 @@ pub struct BedrockGeneratorBuilder {
     request_timeout: Duration,
     retry_config: Option<RetryConfig>,
     additional_fields: Option<Value>,
+    guardrail: Option<Guardrail>,
 }
 
 impl BedrockGeneratorBuilder {
@@ -312,6 +345,7 @@ impl BedrockGeneratorBuilder {
             request_timeout: BedrockGenerator::DEFAULT_REQUEST_TIMEOUT,
             retry_config: None,
             additional_fields: None,
+            guardrail: None,
         }
     }
 
@@ -372,8 +406,22 @@ impl BedrockGeneratorBuilder {
         self
     }
 
+    /// Applies `guardrail` to every call, on either API: InvokeModelWithResponseStream gets
+    /// it in its guardrail headers (and, in asynchronous mode, the body's
+    /// `amazon-bedrock-guardrailConfig`), ConverseStream in its `guardrailConfig`. An answer
+    /// the guardrail stops ends with [`rag_core::StopReason::GuardrailIntervened`]. An
+    /// identifier or version the API would refuse fails at [`build`](Self::build) with
+    /// [`Error::InvalidInput`].
+    pub fn with_guardrail(mut self, guardrail: Guardrail) -> Self {
+        self.guardrail = Some(guardrail);
+        self
+    }
+
     /// Checks the configuration and builds the generator.
     pub fn build(self) -> Result<BedrockGenerator> {
+        if let Some(guardrail) = &self.guardrail {
+            guardrail.validate()?;
+        }
         if self.model_id.trim().is_empty() {
             return Err(Error::config("the Bedrock model id is empty"));
         }
@@ -463,6 +511,7 @@ impl BedrockGeneratorBuilder {
             idle_timeout: self.idle_timeout,
             request_timeout: self.request_timeout,
             additional_fields: self.additional_fields,
+            guardrail: self.guardrail,
         })
     }
 }

@@ -8,17 +8,21 @@ mod count;
 mod document;
 mod error;
 mod generator;
+mod guardrail;
 mod image;
 #[cfg(feature = "knowledge-bases")]
 mod knowledge_base;
 mod native;
+mod screen;
 mod stream;
 
 pub use count::{BedrockTokenCounter, BedrockTokenCounterBuilder};
 pub use generator::{BedrockGenerator, BedrockGeneratorBuilder};
+pub use guardrail::{Guardrail, GuardrailStreamProcessing, GuardrailTrace};
 pub use image::{BedrockImageGenerator, BedrockImageGeneratorBuilder};
 #[cfg(feature = "knowledge-bases")]
 pub use knowledge_base::{KnowledgeBaseRetriever, KnowledgeBaseRetrieverBuilder};
+pub use screen::{BedrockGuardrailScreen, BedrockGuardrailScreenBuilder};
 
 /// The AWS configuration of the environment (region, profile and credentials as `aws-config`
 /// resolves them), refused without a region: every Bedrock call needs one.

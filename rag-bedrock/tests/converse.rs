@@ -147,7 +147,10 @@ async fn stop_reasons_are_normalized() {
     let cases = [
         ("stop_sequence", StopReason::StopSequence(None)),
         ("content_filtered", StopReason::ContentFiltered),
-        ("guardrail_intervened", StopReason::ContentFiltered),
+        (
+            "guardrail_intervened",
+            StopReason::GuardrailIntervened(Box::default()),
+        ),
         ("tool_use", StopReason::Other("tool_use".into())),
     ];
     for (wire, expected) in cases {

@@ -1,8 +1,10 @@
 //! Parsing each family's stream chunks into text, usage and a normalized stop reason.
 
-use rag_core::{Chunk, Error, ModelFamily, Result, StopReason, Usage};
+use rag_core::{Chunk, Error, GuardrailIntervention, ModelFamily, Result, StopReason, Usage};
 use serde::Deserialize;
 use serde_json::Value;
+
+use crate::guardrail::{Guardrail, GuardrailStreamProcessing, NATIVE_ACTION_KEY, NATIVE_TRACE_KEY};
 
 /// What Bedrock adds to the last chunk of every family.
 #[derive(Debug, Default, Deserialize)]
@@ -93,6 +95,28 @@ pub(crate) struct ChunkParser {
     usage: Usage,
     usage_reported: Usage,
     stopped: bool,
+    guard: GuardState,
+}
+
+/// What a guardrail on the call did, as the chunks tell it.
+///
+/// Bedrock marks the chunks of an intervened answer with
+/// `"amazon-bedrock-guardrailAction": "INTERVENED"` and, when the trace was asked for, sends
+/// `"amazon-bedrock-trace": {"guardrail": {...}}`, whatever the family. The trace may come
+/// after the family's stop reason, so with a guardrail the stop is held back until the chunk
+/// that carries the invocation metrics (the last one) or the end of the stream.
+#[derive(Debug, Default)]
+struct GuardState {
+    /// A guardrail was set on the call: `(keep the trace, synchronous processing)`.
+    config: Option<(bool, bool)>,
+    intervened: bool,
+    /// The text of the chunks marked as intervened: the guardrail's own message.
+    intervened_text: String,
+    /// Every piece of text, for synchronous mode, where an intervened answer is the
+    /// guardrail's alone.
+    text: String,
+    trace: Option<Value>,
+    pending: Option<StopReason>,
 }
 
 impl ChunkParser {
@@ -102,12 +126,80 @@ impl ChunkParser {
             usage: Usage::default(),
             usage_reported: Usage::default(),
             stopped: false,
+            guard: GuardState::default(),
         }
     }
 
-    /// Whether a stop reason was seen.
+    /// Reads the chunks of a call made with `guardrail`.
+    pub(crate) fn with_guardrail(mut self, guardrail: &Guardrail) -> Self {
+        self.guard.config = Some((
+            guardrail.traced(),
+            guardrail.stream_processing() == GuardrailStreamProcessing::Sync,
+        ));
+        self
+    }
+
+    /// Whether a stop reason (or a guardrail's intervention, which ends the answer) was seen.
     pub(crate) fn stopped(&self) -> bool {
-        self.stopped
+        self.stopped || self.guard.intervened
+    }
+
+    /// What is still held when the stream ends: usage not yet reported, and a stop reason
+    /// held back for the guardrail's trace.
+    pub(crate) fn finish(&mut self) -> Vec<Chunk> {
+        let mut out: Vec<Chunk> = self.take_usage().into_iter().collect();
+        let stop = self.guard.pending.take().or_else(|| {
+            // An intervention whose family stop reason never came still ends the answer.
+            (self.guard.intervened && !self.stopped).then_some(StopReason::EndTurn)
+        });
+        if let Some(stop) = stop {
+            self.stopped = true;
+            out.push(Chunk::Stop(self.resolve(stop)));
+        }
+        out
+    }
+
+    /// The stop reason to report: a guardrail's intervention wins over the family's reason.
+    fn resolve(&mut self, stop: StopReason) -> StopReason {
+        let guard = &mut self.guard;
+        if !guard.intervened && !matches!(stop, StopReason::GuardrailIntervened(_)) {
+            return stop;
+        }
+        let sync = guard.config.is_some_and(|(_, sync)| sync);
+        let message = if !guard.intervened_text.is_empty() {
+            Some(std::mem::take(&mut guard.intervened_text))
+        } else if sync && !guard.text.is_empty() {
+            Some(std::mem::take(&mut guard.text))
+        } else {
+            None
+        };
+        StopReason::GuardrailIntervened(Box::new(GuardrailIntervention {
+            message,
+            trace: guard.trace.take(),
+        }))
+    }
+
+    /// Notes what the chunk says of the guardrail.
+    fn observe_guardrail(&mut self, value: &Value, out: &[Chunk]) {
+        let intervened = value.get(NATIVE_ACTION_KEY).and_then(Value::as_str) == Some("INTERVENED");
+        let guard = &mut self.guard;
+        guard.intervened |= intervened;
+        for chunk in out {
+            if let Chunk::Text(text) = chunk {
+                if intervened {
+                    guard.intervened_text.push_str(text);
+                }
+                if guard.config.is_some() {
+                    guard.text.push_str(text);
+                }
+            }
+        }
+        let keep_trace = guard.config.is_some_and(|(trace, _)| trace);
+        if let Some(trace) = value.get(NATIVE_TRACE_KEY).and_then(|t| t.get("guardrail")) {
+            if keep_trace {
+                guard.trace = Some(trace.clone());
+            }
+        }
     }
 
     /// The chunks one payload of the stream holds. Unknown keys and event types are ignored;
@@ -213,6 +305,7 @@ impl ChunkParser {
         if let Some(m) = metrics.metrics {
             self.count(m.input_token_count, m.output_token_count);
         }
+        self.observe_guardrail(&value, &out);
         let claude_usage_event = self.family == ModelFamily::Claude
             && matches!(
                 value.get("type").and_then(Value::as_str),
@@ -223,7 +316,19 @@ impl ChunkParser {
         }
         if let Some(stop) = stop {
             self.stopped = true;
-            out.push(Chunk::Stop(stop));
+            if self.guard.config.is_some() {
+                // Held back: the guardrail's trace may come in a later chunk.
+                self.guard.pending = Some(stop);
+            } else {
+                let stop = self.resolve(stop);
+                out.push(Chunk::Stop(stop));
+            }
+        }
+        if has_metrics {
+            if let Some(stop) = self.guard.pending.take() {
+                let stop = self.resolve(stop);
+                out.push(Chunk::Stop(stop));
+            }
         }
         Ok(out)
     }
@@ -274,7 +379,9 @@ pub(crate) fn claude_stop_reason(reason: &str, sequence: Option<String>) -> Stop
         "end_turn" => StopReason::EndTurn,
         "max_tokens" => StopReason::MaxTokens,
         "stop_sequence" => StopReason::StopSequence(sequence),
-        "content_filtered" | "refusal" | "guardrail_intervened" => StopReason::ContentFiltered,
+        "content_filtered" | "refusal" => StopReason::ContentFiltered,
+        // The message and trace are filled in by the decoder that knows the guardrail.
+        "guardrail_intervened" => StopReason::GuardrailIntervened(Box::default()),
         other => StopReason::Other(other.to_owned()),
     }
 }
@@ -367,6 +474,55 @@ mod tests {
                 "{family}: {chunk}"
             );
         }
+    }
+
+    #[test]
+    fn a_guardrail_intervention_replaces_the_family_stop_reason() {
+        // No guardrail set on the parser: the marked chunk still decides the outcome, at once.
+        let mut parser = ChunkParser::new(ModelFamily::Llama3);
+        let out = parser
+            .parse(br#"{"generation":"Blocked.","stop_reason":"stop","amazon-bedrock-guardrailAction":"INTERVENED"}"#)
+            .unwrap();
+        assert_eq!(
+            out.last(),
+            Some(&Chunk::Stop(StopReason::GuardrailIntervened(Box::new(
+                GuardrailIntervention {
+                    message: Some("Blocked.".into()),
+                    trace: None,
+                }
+            ))))
+        );
+        // With a guardrail, the stop waits for the last chunk and its trace.
+        let guardrail = Guardrail::new("g1", "1").with_trace(crate::GuardrailTrace::Enabled);
+        let mut parser = ChunkParser::new(ModelFamily::TitanText).with_guardrail(&guardrail);
+        let first = parser
+            .parse(br#"{"outputText":"No.","completionReason":"CONTENT_FILTERED","amazon-bedrock-guardrailAction":"INTERVENED"}"#)
+            .unwrap();
+        assert_eq!(first, vec![Chunk::Text("No.".into())]);
+        assert!(parser.stopped());
+        let last = parser
+            .parse(br#"{"amazon-bedrock-trace":{"guardrail":{"k":1}},"amazon-bedrock-invocationMetrics":{"inputTokenCount":3,"outputTokenCount":1}}"#)
+            .unwrap();
+        assert_eq!(
+            last,
+            vec![
+                Chunk::Usage(Usage::new(3, 1)),
+                Chunk::Stop(StopReason::GuardrailIntervened(Box::new(
+                    GuardrailIntervention {
+                        message: Some("No.".into()),
+                        trace: Some(serde_json::json!({"k": 1})),
+                    }
+                ))),
+            ]
+        );
+        assert!(parser.finish().is_empty());
+        // A guardrail that let the answer through leaves the family's reason, held to the end.
+        let mut parser = ChunkParser::new(ModelFamily::Mistral).with_guardrail(&guardrail);
+        let out = parser
+            .parse(br#"{"outputs":[{"text":"Hi","stop_reason":"stop"}]}"#)
+            .unwrap();
+        assert_eq!(out, vec![Chunk::Text("Hi".into())]);
+        assert_eq!(parser.finish(), vec![Chunk::Stop(StopReason::EndTurn)]);
     }
 
     #[test]
