@@ -104,6 +104,25 @@ pub(crate) struct BackendArgs {
     /// The longest answer, in tokens.
     #[arg(long, default_value_t = 1024)]
     pub(crate) max_tokens: u32,
+    /// A Bedrock guardrail (its id or ARN) applied to the --model's answers, on either API.
+    #[arg(long, value_name = "ID")]
+    pub(crate) guardrail_id: Option<String>,
+    /// The guardrail's version: a number, or DRAFT.
+    #[arg(
+        long,
+        value_name = "VERSION",
+        default_value = "DRAFT",
+        requires = "guardrail_id"
+    )]
+    pub(crate) guardrail_version: String,
+    /// Check every question with the guardrail (ApplyGuardrail) before retrieval: a blocked
+    /// question costs no retrieval and no model call.
+    #[arg(long, requires = "guardrail_id")]
+    pub(crate) screen_questions: bool,
+    /// A small Bedrock model (for example amazon.nova-micro-v1:0) that rewrites follow-up
+    /// questions into standalone queries before retrieval, through ConverseStream.
+    #[arg(long, value_name = "MODEL_ID")]
+    pub(crate) rewrite_model: Option<String>,
 }
 
 /// A setup failure: a message for the user and the exit code.
@@ -162,6 +181,7 @@ impl BackendArgs {
     /// Whether any AWS service is used.
     pub(crate) fn uses_aws(&self) -> bool {
         (self.model.is_some() && self.openai_url.is_none())
+            || self.rewrite_model.is_some()
             || matches!(self.retriever, RetrieverKind::Kendra | RetrieverKind::Kb)
             || self.history == HistoryKind::Dynamodb
     }
@@ -177,6 +197,11 @@ impl BackendArgs {
         if self.openai_url.is_some() && self.converse {
             return Err(Fatal::config(
                 "--converse applies to Bedrock models, not to --openai-url",
+            ));
+        }
+        if self.guardrail_id.is_some() && (self.model.is_none() || self.openai_url.is_some()) {
+            return Err(Fatal::config(
+                "--guardrail-id applies to a Bedrock --model (guardrails are Bedrock's)",
             ));
         }
         if self.converse && self.model.is_none() {
@@ -351,7 +376,7 @@ impl BackendArgs {
                 builder
             }
             (Some(model), Some(choice), Some(aws)) => {
-                let (builder, what) = aws.generator(model, choice, builder)?;
+                let (builder, what) = aws.generator(self, model, choice, builder)?;
                 parts.push(what);
                 builder
             }
@@ -364,6 +389,11 @@ impl BackendArgs {
                     .with_params(params)
             }
         };
+        if let Some(aws) = &aws {
+            let (extended, extras) = aws.stages(self, builder)?;
+            builder = extended;
+            parts.extend(extras);
+        }
         Ok(Built {
             pipeline: builder.build()?,
             description: parts.join(", "),
@@ -470,10 +500,14 @@ mod aws {
 
     use rag::bedrock::sdk::aws_config::{self, BehaviorVersion, Region, SdkConfig};
     use rag::bedrock::sdk::bedrockruntime::config::ProvideCredentials;
-    use rag::bedrock::{BedrockGenerator, KnowledgeBaseRetriever};
+    use rag::bedrock::{
+        BedrockGenerator, BedrockGuardrailScreen, Guardrail, KnowledgeBaseRetriever,
+    };
     use rag::dynamodb::DynamoDbHistory;
     use rag::kendra::KendraRetriever;
-    use rag::{template_for_profile, GenerationParams, HistoryStore, PipelineBuilder};
+    use rag::{
+        template_for_profile, GenerationParams, GeneratorRewriter, HistoryStore, PipelineBuilder,
+    };
 
     use super::{BackendArgs, Fatal, ModelChoice, RetrieverKind};
 
@@ -573,6 +607,7 @@ mod aws {
         /// default answer length from its profile.
         pub(super) fn generator(
             &self,
+            args: &BackendArgs,
             model: &str,
             choice: ModelChoice,
             builder: PipelineBuilder,
@@ -584,10 +619,13 @@ mod aws {
             } = choice;
             // The profile decides the API: the table's route, ConverseStream for custom
             // models and with --converse.
-            let generator = BedrockGenerator::builder(model)
+            let mut generator = BedrockGenerator::builder(model)
                 .with_profile(profile)
-                .with_sdk_config(&self.config)
-                .build()?;
+                .with_sdk_config(&self.config);
+            if let Some(guardrail) = guardrail(args) {
+                generator = generator.with_guardrail(guardrail);
+            }
+            let generator = generator.build()?;
             let window = format!("context window {} tokens", profile.context_window);
             let how = match (generator.is_converse(), window_given) {
                 (true, false) => "through ConverseStream".to_string(),
@@ -601,8 +639,46 @@ mod aws {
                 .with_template(template_for_profile(&profile))
                 .with_generator(generator)
                 .with_params(GenerationParams::default().with_max_tokens(max_tokens));
+            let what = match &args.guardrail_id {
+                Some(id) => format!("{what}, guardrail {id} version {}", args.guardrail_version),
+                None => what,
+            };
             Ok((builder, what))
         }
+
+        /// The stages before retrieval: the question screen (`--screen-questions`) and the
+        /// follow-up rewriter (`--rewrite-model`).
+        pub(super) fn stages(
+            &self,
+            args: &BackendArgs,
+            mut builder: PipelineBuilder,
+        ) -> Result<(PipelineBuilder, Vec<String>), Fatal> {
+            let mut parts = Vec::new();
+            if let (true, Some(guardrail)) = (args.screen_questions, guardrail(args)) {
+                let screen = BedrockGuardrailScreen::builder(guardrail)
+                    .with_sdk_config(&self.config)
+                    .build()?;
+                builder = builder.with_question_screen(screen);
+                parts.push("questions screened by the guardrail".to_string());
+            }
+            if let Some(model) = &args.rewrite_model {
+                let rewriter = GeneratorRewriter::new(
+                    BedrockGenerator::converse(model.clone())
+                        .with_sdk_config(&self.config)
+                        .build()?,
+                )?;
+                builder = builder.with_query_rewriter(rewriter);
+                parts.push(format!("follow-ups rewritten by {model}"));
+            }
+            Ok((builder, parts))
+        }
+    }
+
+    /// The guardrail of `--guardrail-id`, when given.
+    fn guardrail(args: &BackendArgs) -> Option<Guardrail> {
+        args.guardrail_id
+            .as_ref()
+            .map(|id| Guardrail::new(id.clone(), args.guardrail_version.clone()))
     }
 
     /// Refuses a region that is not shaped like one (`us-east-1`, `eu-central-2`, ...).
@@ -698,8 +774,17 @@ mod aws {
             Err(Fatal::config(MISSING))
         }
 
+        pub(super) fn stages(
+            &self,
+            _args: &BackendArgs,
+            _builder: PipelineBuilder,
+        ) -> Result<(PipelineBuilder, Vec<String>), Fatal> {
+            Err(Fatal::config(MISSING))
+        }
+
         pub(super) fn generator(
             &self,
+            _args: &BackendArgs,
             _model: &str,
             _choice: ModelChoice,
             _builder: PipelineBuilder,
@@ -736,6 +821,33 @@ mod tests {
 
     fn check(argv: &[&str]) -> Result<(), String> {
         choice(argv).map(|_| ())
+    }
+
+    #[test]
+    fn a_guardrail_needs_a_bedrock_model_and_screening_needs_a_guardrail() {
+        let refused = check(&["--guardrail-id", "gr1"]).unwrap_err();
+        assert!(refused.contains("--guardrail-id applies"), "{refused}");
+        let refused = check(&[
+            "--guardrail-id",
+            "gr1",
+            "--model",
+            "llama3",
+            "--openai-url",
+            "http://127.0.0.1:11434/v1",
+        ])
+        .unwrap_err();
+        assert!(refused.contains("--guardrail-id applies"), "{refused}");
+        // clap refuses these before the check.
+        assert!(check(&["--model", HAIKU, "--screen-questions"]).is_err());
+        assert!(check(&["--model", HAIKU, "--guardrail-version", "1"]).is_err());
+        check(&[
+            "--model",
+            HAIKU,
+            "--guardrail-id",
+            "gr1",
+            "--screen-questions",
+        ])
+        .unwrap();
     }
 
     /// The profile `argv` resolves to, which must be accepted.
