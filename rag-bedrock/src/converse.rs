@@ -246,10 +246,20 @@ impl EventDecoder<ConverseStreamOutput> for ConverseDecoder {
                 let mut out: Vec<Chunk> = meta
                     .usage
                     .map(|u| {
-                        Chunk::Usage(Usage::new(
-                            u64::try_from(u.input_tokens).unwrap_or(0),
-                            u64::try_from(u.output_tokens).unwrap_or(0),
-                        ))
+                        // TokenUsage (API reference, `API_runtime_TokenUsage`) reports
+                        // `inputTokens` apart from `cacheReadInputTokens` and
+                        // `cacheWriteInputTokens`, as `Usage` counts them.
+                        let count = |n: Option<i32>| n.and_then(|n| u64::try_from(n).ok());
+                        Chunk::Usage(
+                            Usage::new(
+                                count(Some(u.input_tokens)).unwrap_or(0),
+                                count(Some(u.output_tokens)).unwrap_or(0),
+                            )
+                            .with_cache(
+                                count(u.cache_read_input_tokens).unwrap_or(0),
+                                count(u.cache_write_input_tokens).unwrap_or(0),
+                            ),
+                        )
                     })
                     .into_iter()
                     .collect();

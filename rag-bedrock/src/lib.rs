@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+mod cache;
 mod converse;
 mod count;
 mod document;
@@ -16,6 +17,7 @@ mod native;
 mod screen;
 mod stream;
 
+pub use cache::PromptCacheSupport;
 pub use count::{BedrockTokenCounter, BedrockTokenCounterBuilder};
 pub use generator::{BedrockGenerator, BedrockGeneratorBuilder};
 pub use guardrail::{Guardrail, GuardrailStreamProcessing, GuardrailTrace};

@@ -186,12 +186,23 @@ struct Delta {
     content: Option<String>,
 }
 
+/// The chat completions `usage` object. `prompt_tokens` counts every prompt token, the cached
+/// ones included; `prompt_tokens_details.cached_tokens` says how many were read from the
+/// cache (OpenAI's chat completions reference, "The chat completion object").
 #[derive(Debug, Deserialize)]
 struct UsageBody {
     #[serde(default)]
     prompt_tokens: Option<u64>,
     #[serde(default)]
     completion_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PromptTokensDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
 }
 
 impl Decoder {
@@ -248,10 +259,17 @@ impl Decoder {
             }
         }
         if let Some(usage) = body.usage {
-            chunks.push(Chunk::Usage(Usage::new(
-                usage.prompt_tokens.unwrap_or(0),
-                usage.completion_tokens.unwrap_or(0),
-            )));
+            // `Usage::input_tokens` leaves the cached tokens out, as Bedrock counts them.
+            let prompt = usage.prompt_tokens.unwrap_or(0);
+            let cached = usage
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0)
+                .min(prompt);
+            chunks.push(Chunk::Usage(
+                Usage::new(prompt - cached, usage.completion_tokens.unwrap_or(0))
+                    .with_cache(cached, 0),
+            ));
         }
         Ok(Step::Chunks(chunks))
     }
@@ -337,6 +355,14 @@ mod tests {
                 "{usage_chunk}"
             );
         }
+        // Cached prompt tokens are part of `prompt_tokens`: they are counted once, as read.
+        assert_eq!(
+            chunks(
+                &mut d,
+                r#"{"usage":{"prompt_tokens":2000,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":1536}}}"#
+            ),
+            vec![Chunk::Usage(Usage::new(464, 3).with_cache(1536, 0))]
+        );
         assert_eq!(d.event(&event("[DONE]")).unwrap(), Step::Done);
     }
 

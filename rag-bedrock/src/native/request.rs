@@ -3,6 +3,8 @@
 use rag_core::{Error, GenerationParams, Message, ModelFamily, Prompt, Result, Role};
 use serde::Serialize;
 
+use crate::cache::CachePoint;
+
 /// The `anthropic_version` Bedrock takes for the Claude Messages API.
 pub(crate) const ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
 
@@ -30,17 +32,45 @@ pub(crate) fn request_body(
     prompt: &Prompt,
     params: &GenerationParams,
 ) -> Result<Vec<u8>> {
+    request_body_cached(family, prompt, params, None)
+}
+
+/// [`request_body`] with a cache point, for the families that take one (Claude Messages:
+/// `"cache_control": {"type": "ephemeral"}` on the block that ends the cached prefix, with
+/// the system text as a list of text blocks when the point follows it; Anthropic's prompt
+/// caching guide and Bedrock's "Prompt caching for faster model inference").
+pub(crate) fn request_body_cached(
+    family: ModelFamily,
+    prompt: &Prompt,
+    params: &GenerationParams,
+    cache: Option<CachePoint>,
+) -> Result<Vec<u8>> {
     let stop_sequences = params.stop_sequences.as_slice();
     let bytes = match family {
         ModelFamily::Claude => {
             let (system, messages) = chat_prompt(family, prompt)?;
+            let system = system.filter(|s| !s.is_empty());
             to_bytes(&ClaudeBody {
                 anthropic_version: ANTHROPIC_VERSION,
                 max_tokens: params.max_tokens,
-                system: system.filter(|s| !s.is_empty()),
+                system: system.map(|text| match cache {
+                    Some(CachePoint::AfterSystem) => ClaudeSystem::Blocks([ClaudeSystemBlock {
+                        kind: "text",
+                        text,
+                        cache_control: EPHEMERAL,
+                    }]),
+                    _ => ClaudeSystem::Text(text),
+                }),
                 messages: {
                     check_images(messages, &CLAUDE_IMAGE_LIMITS)?;
-                    messages.iter().map(claude_message).collect()
+                    let mut out: Vec<ClaudeMessage<'_>> =
+                        messages.iter().map(claude_message).collect();
+                    if let (Some(CachePoint::AfterContext(n)), Some(first)) =
+                        (cache, out.first_mut())
+                    {
+                        split_for_cache(first, n);
+                    }
+                    out
                 },
                 temperature: params.temperature.map(F32),
                 top_p: params.top_p.map(F32),
@@ -123,7 +153,7 @@ struct ClaudeBody<'a> {
     anthropic_version: &'static str,
     max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<&'a str>,
+    system: Option<ClaudeSystem<'a>>,
     messages: Vec<ClaudeMessage<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<F32>,
@@ -151,8 +181,61 @@ struct ClaudeMessage<'a> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum ClaudeBlock<'a> {
-    Image { source: Base64Source<'a> },
-    Text { text: &'a str },
+    Image {
+        source: Base64Source<'a>,
+    },
+    Text {
+        text: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
+    },
+}
+
+/// The system text: a string, or one text block when a cache point follows it.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ClaudeSystem<'a> {
+    Text(&'a str),
+    Blocks([ClaudeSystemBlock<'a>; 1]),
+}
+
+#[derive(Serialize)]
+struct ClaudeSystemBlock<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
+    cache_control: CacheControl,
+}
+
+/// `{"type": "ephemeral"}`, the one cache type Claude takes.
+#[derive(Serialize, Clone, Copy)]
+struct CacheControl {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+const EPHEMERAL: CacheControl = CacheControl { kind: "ephemeral" };
+
+/// Splits the last text block of `message` after its first `n` bytes (the passages block)
+/// and marks the first part for the cache.
+fn split_for_cache(message: &mut ClaudeMessage<'_>, n: usize) {
+    let Some(ClaudeBlock::Text { text, .. }) = message.content.last() else {
+        return;
+    };
+    let text: &str = text;
+    if n == 0 || n >= text.len() || !text.is_char_boundary(n) {
+        return;
+    }
+    let (context, rest) = text.split_at(n);
+    message.content.pop();
+    message.content.push(ClaudeBlock::Text {
+        text: context,
+        cache_control: Some(EPHEMERAL),
+    });
+    message.content.push(ClaudeBlock::Text {
+        text: rest,
+        cache_control: None,
+    });
 }
 
 #[derive(Serialize)]
@@ -190,7 +273,10 @@ fn claude_message(m: &Message) -> ClaudeMessage<'_> {
         })
         .collect();
     if !m.content.trim().is_empty() || m.images.is_empty() {
-        content.push(ClaudeBlock::Text { text: &m.content });
+        content.push(ClaudeBlock::Text {
+            text: &m.content,
+            cache_control: None,
+        });
     }
     ClaudeMessage {
         role: role_name(m.role),

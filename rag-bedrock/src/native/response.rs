@@ -43,10 +43,16 @@ struct ClaudeDelta {
     stop_sequence: Option<String>,
 }
 
+/// Claude's usage. With prompt caching, `input_tokens` counts only the prompt's tokens after
+/// the last cache point, and the cached ones are in `cache_read_input_tokens` and
+/// `cache_creation_input_tokens` (Anthropic's prompt caching guide, "Tracking cache
+/// performance": total input = the three together), as [`Usage`] counts them.
 #[derive(Debug, Deserialize)]
 struct ClaudeUsage {
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,6 +224,10 @@ impl ChunkParser {
                     "message_start" => {
                         if let Some(usage) = event.message.and_then(|m| m.usage) {
                             self.count(usage.input_tokens, usage.output_tokens);
+                            self.count_cache(
+                                usage.cache_read_input_tokens,
+                                usage.cache_creation_input_tokens,
+                            );
                         }
                     }
                     "content_block_delta" => {
@@ -340,6 +350,16 @@ impl ChunkParser {
         }
         self.usage_reported = self.usage;
         Some(Chunk::Usage(self.usage))
+    }
+
+    /// Records the prompt-cache counts (read, written), where the family reports them.
+    fn count_cache(&mut self, read: Option<u64>, write: Option<u64>) {
+        if let Some(n) = read.filter(|&n| n > 0) {
+            self.usage.cache_read_input_tokens = n;
+        }
+        if let Some(n) = write.filter(|&n| n > 0) {
+            self.usage.cache_write_input_tokens = n;
+        }
     }
 
     /// Records token counts; running totals only grow, and an absent count keeps the last one.

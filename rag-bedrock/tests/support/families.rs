@@ -270,6 +270,12 @@ pub fn merged_usage(chunks: &[rag_core::Chunk]) -> Option<Usage> {
             if u.output_tokens > 0 {
                 merged.output_tokens = u.output_tokens;
             }
+            if u.cache_read_input_tokens > 0 {
+                merged.cache_read_input_tokens = u.cache_read_input_tokens;
+            }
+            if u.cache_write_input_tokens > 0 {
+                merged.cache_write_input_tokens = u.cache_write_input_tokens;
+            }
         }
     }
     usage

@@ -211,6 +211,26 @@ pub enum Prompt {
     },
 }
 
+impl Prompt {
+    /// The length in bytes of the passages block that opens the first message of a chat
+    /// prompt, as this library's chat templates lay it out (`<documents>` ... `</documents>`
+    /// and a blank line, before the first question); `None` for a text prompt or one without
+    /// that block.
+    ///
+    /// With the system text, it is the prompt's stable prefix: what stays the same when the
+    /// same passages come back, and what a prompt cache can hold (Bedrock's `cachePoint`,
+    /// Claude's `cache_control`). The history and the question come after it.
+    pub fn context_block_len(&self) -> Option<usize> {
+        let Prompt::Chat { messages, .. } = self else {
+            return None;
+        };
+        let first = messages.first().filter(|m| m.role == Role::User)?;
+        let text = first.content.strip_prefix(engine::CONTEXT_OPEN)?;
+        let end = text.find(engine::CONTEXT_CLOSE)?;
+        Some(engine::CONTEXT_OPEN.len() + end + engine::CONTEXT_CLOSE.len())
+    }
+}
+
 /// What a template renders: the question, the retrieved passages and the history.
 #[derive(Debug, Clone, Copy)]
 pub struct PromptInput<'a> {
