@@ -255,6 +255,15 @@ impl Generator for BedrockGenerator {
             Api::Native(family) => PromptKind::Text(family),
         }
     }
+
+    fn model_id(&self) -> Option<&str> {
+        Some(&self.model_id)
+    }
+
+    /// `aws.bedrock`, the OpenTelemetry GenAI conventions' name for Amazon Bedrock.
+    fn provider(&self) -> Option<&str> {
+        Some("aws.bedrock")
+    }
 }
 
 /// Reads InvokeModelWithResponseStream events with the family's chunk parser.

@@ -280,6 +280,17 @@ impl Generator for OpenAiCompatGenerator {
     fn accepts(&self) -> PromptKind {
         PromptKind::Chat
     }
+
+    fn model_id(&self) -> Option<&str> {
+        Some(&self.model)
+    }
+
+    /// `openai`: the OpenTelemetry GenAI conventions name the provider by the API flavour
+    /// the client speaks, whichever server hosts the model (`gen_ai.request.model` and the
+    /// server address tell them apart).
+    fn provider(&self) -> Option<&str> {
+        Some("openai")
+    }
 }
 
 /// Builds an [`OpenAiCompatGenerator`]; configuration mistakes fail at

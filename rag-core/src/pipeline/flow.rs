@@ -8,9 +8,11 @@ use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::{FutureExt, Stream, StreamExt};
+use tracing::Instrument;
 
 use super::detach::FinishOnDrop;
 use super::event::{DeadLetter, Dropped, Event, Failure, Summary, Timings, Warning};
+use super::trace;
 use super::{Ask, AskGuard, HistoryFailurePolicy, Inner};
 use crate::error::{Error, Result, Stage};
 use crate::generator::ChunkStream;
@@ -47,8 +49,8 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
 
         // History and retrieval at the same time: the ask waits for the slower one only.
         let (history, retrieved) = futures::join!(
-            timed(inner.load_history(&ask.session)),
-            timed(inner.retrieve(&ask, top_k)),
+            timed(trace::history(inner.history.is_some(), inner.load_history(&ask.session))),
+            timed(trace::retrieval(inner.retriever.is_some(), top_k, inner.retrieve(&ask, top_k))),
         );
         timings.history = history.1;
         timings.retrieval = retrieved.1;
@@ -95,7 +97,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         let prompt_started = Instant::now();
         let input = PromptInput { question: &ask.question, passages: &passages, history: &history };
         let available = inner.budget(&params).prompt_tokens();
-        let fitted = inner.fit(&input, &params, available).await;
+        let fitted = trace::prompt(inner.fit(&input, &params, available)).await;
         let (mut rendered, counted_prompt_tokens) = match fitted {
             Ok((rendered, counted, warning)) => {
                 if let Some(warning) = warning {
@@ -112,7 +114,11 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         yield Event::Sources(citations(&passages, &rendered.passages_kept));
 
         let generation_started = Instant::now();
-        let mut started_call = inner.first_chunk(&rendered.prompt, &params).await;
+        let generation = trace::generation(&*inner.generator, &rendered.prompt, &params);
+        let mut started_call = inner
+            .first_chunk(&rendered.prompt, &params)
+            .instrument(generation.clone())
+            .await;
         if let Err(Error::PromptTooLong { tokens, limit, .. }) = &started_call {
             // The model counts more than the template did: send a shorter prompt, once.
             let refusal = started_call.as_ref().err().cloned();
@@ -126,7 +132,10 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
                             turns_kept: rendered.turns_kept,
                         });
                     }
-                    started_call = inner.first_chunk(&rendered.prompt, &params).await;
+                    started_call = inner
+                        .first_chunk(&rendered.prompt, &params)
+                        .instrument(generation.clone())
+                        .await;
                 }
                 // Nothing left to drop: the question alone is too long for the model.
                 Ok(None) => {}
@@ -136,11 +145,13 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         let (mut chunks, prelude, attempts) = match started_call {
             Ok(started) => started,
             Err(error) => {
+                trace::failed(&generation, &error);
                 yield inner.fail(&ask, Stage::Generation, error, String::new());
                 return;
             }
         };
         timings.first_token = started.elapsed();
+        trace::first_chunk(&generation, generation_started.elapsed(), attempts);
         let dropped = Dropped {
             passages: passages
                 .iter()
@@ -163,6 +174,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
                     Ok(None) => break,
                     Ok(Some(Err(error))) | Err(error) => {
                         drop(chunks);
+                        trace::failed(&generation, &error);
                         yield inner.fail(&ask, Stage::Generation, error, answer);
                         return;
                     }
@@ -181,6 +193,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         }
         drop(chunks);
         timings.generation = generation_started.elapsed();
+        trace::finished(generation, usage.as_ref(), stop_reason.as_ref());
 
         // The answer is complete: from here on the turn is saved (or dead-lettered) whatever
         // the caller does. The save is armed before anything else is yielded, so a caller who
@@ -197,7 +210,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
             };
             let turn = Turn { id: turn_id, question: ask.question.clone(), answer: saved_answer, created_at };
             FinishOnDrop::new(
-                save_turn(Arc::clone(&inner), store, ask.session.clone(), turn),
+                trace::save(turn_id, save_turn(Arc::clone(&inner), store, ask.session.clone(), turn)),
                 inner.tasks.clone(),
             )
         });
