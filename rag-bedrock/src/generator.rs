@@ -492,6 +492,19 @@ mod tests {
     }
 
     #[test]
+    fn names_its_model_and_provider_for_the_pipelines_spans() {
+        let id = "us.anthropic.claude-3-5-haiku-20241022-v1:0";
+        let g = BedrockGenerator::builder(id)
+            .with_client(client())
+            .build()
+            .unwrap();
+        // Through the forwarding impls too, as the pipeline holds it.
+        let shared: std::sync::Arc<dyn Generator> = std::sync::Arc::new(g);
+        assert_eq!(shared.model_id(), Some(id));
+        assert_eq!(shared.provider(), Some("aws.bedrock"));
+    }
+
+    #[test]
     fn the_api_comes_from_the_table_the_override_or_the_caller() {
         let g = BedrockGenerator::builder("us.meta.llama3-3-70b-instruct-v1:0")
             .with_client(client())

@@ -510,6 +510,16 @@ mod tests {
     }
 
     #[test]
+    fn names_its_model_and_provider_for_the_pipelines_spans() {
+        let g = OpenAiCompatGenerator::builder("http://127.0.0.1:11434/v1", "llama3.2")
+            .build()
+            .unwrap();
+        let shared: Box<dyn Generator> = Box::new(g);
+        assert_eq!(shared.model_id(), Some("llama3.2"));
+        assert_eq!(shared.provider(), Some("openai"));
+    }
+
+    #[test]
     fn the_endpoint_is_the_base_plus_chat_completions() {
         for (base, expected) in [
             (
