@@ -84,6 +84,12 @@ struct Args {
     /// them, may take before the server exits anyway.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     shutdown_grace: u64,
+    /// Log each span of the pipeline (`rag.ask` and its stages, with their OpenTelemetry
+    /// GenAI fields) on standard error when it closes. `RUST_LOG` (targets and levels, such
+    /// as `info` or `rag_core=info,warn`) chooses what is logged; docs/tracing.md shows how to
+    /// export the spans with OpenTelemetry instead.
+    #[arg(long, env = "RAG_LOG_SPANS")]
+    log_spans: bool,
     #[command(flatten)]
     backend: backend::BackendArgs,
 }
@@ -229,13 +235,38 @@ impl LimitArgs {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let args = Args::parse();
+/// Logs on standard error, filtered by `RUST_LOG` (default `info`); with `spans`, every span
+/// as it closes, with its fields and how long it ran.
+fn init_logging(spans: bool) -> Result<(), tracing_subscriber::filter::ParseError> {
+    use tracing_subscriber::fmt::format::FmtSpan;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let filter: tracing_subscriber::filter::Targets = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => directives.parse()?,
+        _ => tracing_subscriber::filter::Targets::new()
+            .with_default(tracing_subscriber::filter::LevelFilter::INFO),
+    };
+    let events = if spans { FmtSpan::CLOSE } else { FmtSpan::NONE };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_span_events(events)
+        // RUST_LOG decides; the builder's own INFO limit would hide debug.
+        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+        .finish()
+        .with(filter)
         .init();
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(e) = init_logging(args.log_spans) {
+        eprintln!("error: RUST_LOG: {e}");
+        return ExitCode::from(2);
+    }
     let (auth, limits) = match (args.auth.auth(), args.limits.limits()) {
         (Ok(auth), Ok(limits)) => (auth, limits),
         (Err(e), _) | (_, Err(e)) => {

@@ -308,6 +308,15 @@ impl Generator for BedrockGenerator {
             Api::Native(family) => PromptKind::Text(family),
         }
     }
+
+    fn model_id(&self) -> Option<&str> {
+        Some(&self.model_id)
+    }
+
+    /// `aws.bedrock`, the OpenTelemetry GenAI conventions' name for Amazon Bedrock.
+    fn provider(&self) -> Option<&str> {
+        Some("aws.bedrock")
+    }
 }
 
 /// Reads InvokeModelWithResponseStream events with the family's chunk parser.
@@ -570,6 +579,19 @@ mod tests {
             .endpoint_url("http://127.0.0.1:9")
             .build();
         Client::from_conf(config)
+    }
+
+    #[test]
+    fn names_its_model_and_provider_for_the_pipelines_spans() {
+        let id = "us.anthropic.claude-3-5-haiku-20241022-v1:0";
+        let g = BedrockGenerator::builder(id)
+            .with_client(client())
+            .build()
+            .unwrap();
+        // Through the forwarding impls too, as the pipeline holds it.
+        let shared: std::sync::Arc<dyn Generator> = std::sync::Arc::new(g);
+        assert_eq!(shared.model_id(), Some(id));
+        assert_eq!(shared.provider(), Some("aws.bedrock"));
     }
 
     #[test]

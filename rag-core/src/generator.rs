@@ -28,12 +28,27 @@ pub trait Generator: Send + Sync + Debug {
     fn accepts(&self) -> PromptKind {
         PromptKind::Any
     }
+
+    /// The model it calls, as the service names it (a Bedrock model id or inference profile,
+    /// an OpenAI model name): the pipeline's `gen_ai.request.model` span field. `None` when
+    /// unknown.
+    fn model_id(&self) -> Option<&str> {
+        None
+    }
+
+    /// Who serves the model, as OpenTelemetry's GenAI conventions name providers in
+    /// `gen_ai.provider.name` (`aws.bedrock`, `openai`, ...). `None` when unknown.
+    fn provider(&self) -> Option<&str> {
+        None
+    }
 }
 
 forward_async_trait!(Generator {
     fn generate(&self, prompt: &Prompt, params: &GenerationParams) -> Result<ChunkStream>;
 } sync {
     fn accepts(&self) -> PromptKind;
+    fn model_id(&self) -> Option<&str>;
+    fn provider(&self) -> Option<&str>;
 });
 
 /// Counts a prompt's input tokens the way the model does (for example with Bedrock's

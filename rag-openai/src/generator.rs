@@ -280,6 +280,17 @@ impl Generator for OpenAiCompatGenerator {
     fn accepts(&self) -> PromptKind {
         PromptKind::Chat
     }
+
+    fn model_id(&self) -> Option<&str> {
+        Some(&self.model)
+    }
+
+    /// `openai`: the OpenTelemetry GenAI conventions name the provider by the API flavour
+    /// the client speaks, whichever server hosts the model (`gen_ai.request.model` and the
+    /// server address tell them apart).
+    fn provider(&self) -> Option<&str> {
+        Some("openai")
+    }
 }
 
 /// Builds an [`OpenAiCompatGenerator`]; configuration mistakes fail at
@@ -496,6 +507,16 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn names_its_model_and_provider_for_the_pipelines_spans() {
+        let g = OpenAiCompatGenerator::builder("http://127.0.0.1:11434/v1", "llama3.2")
+            .build()
+            .unwrap();
+        let shared: Box<dyn Generator> = Box::new(g);
+        assert_eq!(shared.model_id(), Some("llama3.2"));
+        assert_eq!(shared.provider(), Some("openai"));
     }
 
     #[test]

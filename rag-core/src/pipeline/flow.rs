@@ -8,9 +8,11 @@ use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::{FutureExt, Stream, StreamExt};
+use tracing::Instrument;
 
 use super::detach::FinishOnDrop;
 use super::event::{DeadLetter, Dropped, Event, Failure, Summary, Timings, Warning};
+use super::trace;
 use super::{Ask, AskGuard, HistoryFailurePolicy, Inner};
 use crate::error::{Error, Result, Stage};
 use crate::generator::ChunkStream;
@@ -50,11 +52,14 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         let blocked = match &inner.screen {
             None => None,
             Some(screen) => {
-                let screened = timed(within(
-                    inner.settings.timeouts.screen,
-                    Stage::Screen,
-                    caught(Stage::Screen, screen.screen(&ask.question)),
-                ))
+                let screened = timed(
+                    within(
+                        inner.settings.timeouts.screen,
+                        Stage::Screen,
+                        caught(Stage::Screen, screen.screen(&ask.question)),
+                    )
+                    .instrument(tracing::info_span!("rag.screen")),
+                )
                 .await;
                 timings.screen = screened.1;
                 match screened.0 {
@@ -72,17 +77,22 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         let mut rewritten_query = None;
         let (history, retrieved) = if blocked.is_some() {
             // Loaded still: it says whose conversation this is, and orders the turn.
-            let history = timed(inner.load_history(&ask.session)).await;
+            let history = timed(trace::history(inner.history.is_some(), inner.load_history(&ask.session))).await;
             (history, (Ok(Retrieved::default()), Duration::ZERO))
         } else if let Some(rewriter) = &inner.rewriter {
             // A follow-up is rewritten from the history, so retrieval waits for it.
-            let history = timed(inner.load_history(&ask.session)).await;
+            let history = timed(trace::history(inner.history.is_some(), inner.load_history(&ask.session))).await;
             let mut query = None;
             if let Ok(turns) = &history.0 {
                 let keep = turns.len().min(inner.settings.history_turns);
                 let turns = &turns[turns.len() - keep..];
                 if !turns.is_empty() {
-                    let rewritten = timed(inner.rewrite(rewriter.as_ref(), &ask.question, turns)).await;
+                    let rewritten = timed(
+                        inner
+                            .rewrite(rewriter.as_ref(), &ask.question, turns)
+                            .instrument(tracing::info_span!("rag.rewrite")),
+                    )
+                    .await;
                     timings.rewrite = rewritten.1;
                     match rewritten.0 {
                         Ok(rewritten) => query = Some(rewritten),
@@ -94,15 +104,15 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
             let retrieved = if matches!(history.0, Err(Error::Forbidden { .. })) {
                 (Ok(Retrieved::default()), Duration::ZERO)
             } else {
-                timed(inner.retrieve(&ask, query.as_deref(), top_k)).await
+                timed(trace::retrieval(inner.retriever.is_some(), top_k, inner.retrieve(&ask, query.as_deref(), top_k))).await
             };
             rewritten_query = query;
             (history, retrieved)
         } else {
             // History and retrieval at the same time: the ask waits for the slower one only.
             futures::join!(
-                timed(inner.load_history(&ask.session)),
-                timed(inner.retrieve(&ask, None, top_k)),
+                timed(trace::history(inner.history.is_some(), inner.load_history(&ask.session))),
+                timed(trace::retrieval(inner.retriever.is_some(), top_k, inner.retrieve(&ask, None, top_k))),
             )
         };
         timings.history = history.1;
@@ -161,7 +171,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
             let save_started = Instant::now();
             let save = inner.history.clone().map(|store| {
                 FinishOnDrop::new(
-                    save_turn(Arc::clone(&inner), store, ask.session.clone(), turn),
+                    trace::save(turn_id, save_turn(Arc::clone(&inner), store, ask.session.clone(), turn)),
                     inner.tasks.clone(),
                 )
             });
@@ -193,7 +203,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         let prompt_started = Instant::now();
         let input = PromptInput { question: &ask.question, passages: &passages, history: &history };
         let available = inner.budget(&params).prompt_tokens();
-        let fitted = inner.fit(&input, &params, available).await;
+        let fitted = trace::prompt(inner.fit(&input, &params, available)).await;
         let (mut rendered, counted_prompt_tokens) = match fitted {
             Ok((rendered, counted, warning)) => {
                 if let Some(warning) = warning {
@@ -210,7 +220,11 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         yield Event::Sources(citations(&passages, &rendered.passages_kept));
 
         let generation_started = Instant::now();
-        let mut started_call = inner.first_chunk(&rendered.prompt, &params).await;
+        let generation = trace::generation(&*inner.generator, &rendered.prompt, &params);
+        let mut started_call = inner
+            .first_chunk(&rendered.prompt, &params)
+            .instrument(generation.clone())
+            .await;
         if let Err(Error::PromptTooLong { tokens, limit, .. }) = &started_call {
             // The model counts more than the template did: send a shorter prompt, once.
             let refusal = started_call.as_ref().err().cloned();
@@ -224,7 +238,10 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
                             turns_kept: rendered.turns_kept,
                         });
                     }
-                    started_call = inner.first_chunk(&rendered.prompt, &params).await;
+                    started_call = inner
+                        .first_chunk(&rendered.prompt, &params)
+                        .instrument(generation.clone())
+                        .await;
                 }
                 // Nothing left to drop: the question alone is too long for the model.
                 Ok(None) => {}
@@ -234,11 +251,13 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         let (mut chunks, prelude, attempts) = match started_call {
             Ok(started) => started,
             Err(error) => {
+                trace::failed(&generation, &error);
                 yield inner.fail(&ask, Stage::Generation, error, String::new());
                 return;
             }
         };
         timings.first_token = started.elapsed();
+        trace::first_chunk(&generation, generation_started.elapsed(), attempts);
         let dropped = Dropped {
             passages: passages
                 .iter()
@@ -261,6 +280,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
                     Ok(None) => break,
                     Ok(Some(Err(error))) | Err(error) => {
                         drop(chunks);
+                        trace::failed(&generation, &error);
                         yield inner.fail(&ask, Stage::Generation, error, answer);
                         return;
                     }
@@ -279,6 +299,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         }
         drop(chunks);
         timings.generation = generation_started.elapsed();
+        trace::finished(generation, usage.as_ref(), stop_reason.as_ref());
 
         // The answer is complete: from here on the turn is saved (or dead-lettered) whatever
         // the caller does. The save is armed before anything else is yielded, so a caller who
@@ -295,7 +316,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
             };
             let turn = Turn { id: turn_id, question: ask.question.clone(), answer: saved_answer, created_at };
             FinishOnDrop::new(
-                save_turn(Arc::clone(&inner), store, ask.session.clone(), turn),
+                trace::save(turn_id, save_turn(Arc::clone(&inner), store, ask.session.clone(), turn)),
                 inner.tasks.clone(),
             )
         });

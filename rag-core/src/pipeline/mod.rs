@@ -9,6 +9,7 @@ mod event;
 mod flow;
 mod retry;
 mod stream;
+mod trace;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -138,7 +139,8 @@ impl Pipeline {
     /// Answers one question. The returned stream is lazy: the ask starts when it is first
     /// polled, and dropping it cancels the ask.
     pub fn ask(&self, ask: Ask) -> AnswerStream {
-        AnswerStream::new(Box::pin(flow::run(Arc::clone(&self.inner), ask)))
+        let span = trace::ask(&ask);
+        AnswerStream::new(Box::pin(flow::run(Arc::clone(&self.inner), ask)), span)
     }
 
     /// Waits until the background work started so far (turn saves whose stream was dropped

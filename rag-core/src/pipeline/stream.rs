@@ -14,11 +14,17 @@ use crate::error::Result;
 pub struct AnswerStream {
     inner: BoxStream<'static, Event>,
     done: bool,
+    /// The ask's span, entered while the flow runs; closed at the terminal event.
+    span: tracing::Span,
 }
 
 impl AnswerStream {
-    pub(crate) fn new(inner: BoxStream<'static, Event>) -> Self {
-        AnswerStream { inner, done: false }
+    pub(crate) fn new(inner: BoxStream<'static, Event>, span: tracing::Span) -> Self {
+        AnswerStream {
+            inner,
+            done: false,
+            span,
+        }
     }
 
     /// Only the answer text: `Ok` tokens, then one `Err` if the ask failed.
@@ -59,11 +65,18 @@ impl Stream for AnswerStream {
         if self.done {
             return Poll::Ready(None);
         }
-        let item = self.inner.poll_next_unpin(cx);
+        let this = &mut *self;
+        let item = this.span.in_scope(|| this.inner.poll_next_unpin(cx));
         match &item {
             // The stream ends after its terminal event, whatever the producer would do next.
-            Poll::Ready(Some(event)) if event.is_terminal() => self.done = true,
-            Poll::Ready(None) => self.done = true,
+            Poll::Ready(Some(event)) if event.is_terminal() => {
+                super::trace::ask_event(&this.span, event);
+                this.done = true;
+                // The ask's span ends here (or when a save still running ends), not when the
+                // caller drops the stream.
+                this.span = tracing::Span::none();
+            }
+            Poll::Ready(None) => this.done = true,
             _ => {}
         }
         item

@@ -85,6 +85,8 @@ struct Script {
     usage: Option<Usage>,
     stop: Option<StopReason>,
     record_prompts: bool,
+    provider: Option<String>,
+    model_id: Option<String>,
 }
 
 /// A generator that streams a fixed answer, token by token, with scripted delays and failures.
@@ -113,6 +115,8 @@ impl ScriptedGenerator {
                 usage: None,
                 stop: Some(StopReason::EndTurn),
                 record_prompts: true,
+                provider: None,
+                model_id: None,
             }),
             probe: Arc::default(),
         }
@@ -177,6 +181,15 @@ impl ScriptedGenerator {
         Arc::clone(&self.probe)
     }
 
+    /// Says it calls `model_id` of `provider` ([`Generator::model_id`],
+    /// [`Generator::provider`]); by default it names neither.
+    pub fn with_model(self, provider: impl Into<String>, model_id: impl Into<String>) -> Self {
+        self.edit(|s| {
+            s.provider = Some(provider.into());
+            s.model_id = Some(model_id.into());
+        })
+    }
+
     /// The full answer it streams.
     pub fn answer(&self) -> String {
         self.script.tokens.concat()
@@ -239,6 +252,14 @@ impl Generator for ScriptedGenerator {
             }
         });
         Ok(stream.boxed())
+    }
+
+    fn model_id(&self) -> Option<&str> {
+        self.script.model_id.as_deref()
+    }
+
+    fn provider(&self) -> Option<&str> {
+        self.script.provider.as_deref()
     }
 }
 
