@@ -119,6 +119,10 @@ pub(crate) struct BackendArgs {
     /// question costs no retrieval and no model call.
     #[arg(long, requires = "guardrail_id")]
     pub(crate) screen_questions: bool,
+    /// Put a prompt-cache point after the system text and passages, for the Bedrock models
+    /// that take one (docs/prompt-caching.md).
+    #[arg(long)]
+    pub(crate) prompt_caching: bool,
     /// A small Bedrock model (for example amazon.nova-micro-v1:0) that rewrites follow-up
     /// questions into standalone queries before retrieval, through ConverseStream.
     #[arg(long, value_name = "MODEL_ID")]
@@ -202,6 +206,11 @@ impl BackendArgs {
         if self.guardrail_id.is_some() && (self.model.is_none() || self.openai_url.is_some()) {
             return Err(Fatal::config(
                 "--guardrail-id applies to a Bedrock --model (guardrails are Bedrock's)",
+            ));
+        }
+        if self.prompt_caching && (self.model.is_none() || self.openai_url.is_some()) {
+            return Err(Fatal::config(
+                "--prompt-caching applies to a Bedrock --model",
             ));
         }
         if self.converse && self.model.is_none() {
@@ -625,6 +634,7 @@ mod aws {
             if let Some(guardrail) = guardrail(args) {
                 generator = generator.with_guardrail(guardrail);
             }
+            generator = generator.with_prompt_caching(args.prompt_caching);
             let generator = generator.build()?;
             let window = format!("context window {} tokens", profile.context_window);
             let how = match (generator.is_converse(), window_given) {
