@@ -13,7 +13,7 @@ use rag_core::{
 };
 use serde_json::{json, Value};
 use support::families::merged_usage;
-use support::{chunk, client, collect, converse_event, Reply, TestServer};
+use support::{chunk, client, collect, Reply, TestServer};
 
 /// A passages block of about 2,400 cl100k tokens, above every model's minimum but Claude
 /// Haiku 4.5's, opening the first message as the chat templates lay it out.
@@ -31,19 +31,11 @@ fn prompt(context: &str, question: &str) -> Prompt {
 }
 
 fn converse_reply(usage: Value) -> Reply {
-    Reply::frames([
-        converse_event("messageStart", json!({"role": "assistant"})),
-        converse_event(
-            "contentBlockDelta",
-            json!({"contentBlockIndex": 0, "delta": {"text": "Lambda runs code [1]."}}),
-        ),
-        converse_event("contentBlockStop", json!({"contentBlockIndex": 0})),
-        converse_event("messageStop", json!({"stopReason": "end_turn"})),
-        converse_event(
-            "metadata",
-            json!({"usage": usage, "metrics": {"latencyMs": 90}}),
-        ),
-    ])
+    Reply::frames(support::converse_answer(
+        &["Lambda runs code [1]."],
+        "end_turn",
+        json!({"usage": usage, "metrics": {"latencyMs": 90}}),
+    ))
 }
 
 fn converse_usage() -> Value {

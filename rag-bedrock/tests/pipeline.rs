@@ -15,7 +15,7 @@ use rag_core::{
 };
 use serde_json::json;
 use support::families::{self, PIECES};
-use support::{chunk, client, converse_event, Reply, TestServer};
+use support::{chunk, client, Reply, TestServer};
 
 fn pipeline(generator: BedrockGenerator, family: Option<ModelFamily>) -> Pipeline {
     let builder = Pipeline::builder()
@@ -112,25 +112,11 @@ async fn the_pipeline_streams_a_full_answer_for_every_family() {
 
 #[tokio::test]
 async fn the_pipeline_streams_a_full_answer_through_converse() {
-    let mut frames = vec![converse_event("messageStart", json!({"role": "assistant"}))];
-    frames.extend(PIECES.iter().map(|p| {
-        converse_event(
-            "contentBlockDelta",
-            json!({"contentBlockIndex": 0, "delta": {"text": p}}),
-        )
-    }));
-    frames.push(converse_event(
-        "contentBlockStop",
-        json!({"contentBlockIndex": 0}),
-    ));
-    frames.push(converse_event(
-        "messageStop",
-        json!({"stopReason": "end_turn"}),
-    ));
-    frames.push(converse_event(
-        "metadata",
+    let frames = support::converse_answer(
+        &PIECES,
+        "end_turn",
         json!({"usage": {"inputTokens": 57, "outputTokens": 24, "totalTokens": 81}, "metrics": {"latencyMs": 400}}),
-    ));
+    );
     let server = TestServer::start([Reply::frames(frames)]).await;
     let generator = BedrockGenerator::converse("us.amazon.nova-pro-v1:0")
         .with_client(client::runtime(&server.url()))

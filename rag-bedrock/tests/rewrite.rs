@@ -16,7 +16,7 @@ use rag_core::{
     SessionOwner, Turn,
 };
 use serde_json::json;
-use support::{client, converse_event, Reply, TestServer};
+use support::{client, Reply, TestServer};
 
 /// A conversation that already has one turn.
 #[derive(Debug)]
@@ -43,26 +43,11 @@ impl HistoryStore for OneConversation {
 
 /// A ConverseStream answer of `pieces`.
 fn converse_answer(pieces: &[&str]) -> Reply {
-    let mut frames = vec![converse_event("messageStart", json!({"role": "assistant"}))];
-    frames.extend(pieces.iter().map(|p| {
-        converse_event(
-            "contentBlockDelta",
-            json!({"contentBlockIndex": 0, "delta": {"text": p}}),
-        )
-    }));
-    frames.push(converse_event(
-        "contentBlockStop",
-        json!({"contentBlockIndex": 0}),
-    ));
-    frames.push(converse_event(
-        "messageStop",
-        json!({"stopReason": "end_turn"}),
-    ));
-    frames.push(converse_event(
-        "metadata",
+    Reply::frames(support::converse_answer(
+        pieces,
+        "end_turn",
         json!({"usage": {"inputTokens": 20, "outputTokens": 5, "totalTokens": 25}, "metrics": {"latencyMs": 80}}),
-    ));
-    Reply::frames(frames)
+    ))
 }
 
 #[tokio::test]

@@ -225,6 +225,31 @@ fn streamed(parts: Vec<Part>, content_type: &str) -> Response<BoxBody<Bytes, Inf
         .unwrap()
 }
 
+/// A whole ConverseStream answer of `pieces`: the message start, one text delta per piece,
+/// the block and message stops with `stop_reason`, then the `metadata` event.
+pub fn converse_answer(pieces: &[&str], stop_reason: &str, metadata: Value) -> Vec<Bytes> {
+    let mut frames = vec![converse_event(
+        "messageStart",
+        serde_json::json!({"role": "assistant"}),
+    )];
+    frames.extend(pieces.iter().map(|p| {
+        converse_event(
+            "contentBlockDelta",
+            serde_json::json!({"contentBlockIndex": 0, "delta": {"text": p}}),
+        )
+    }));
+    frames.push(converse_event(
+        "contentBlockStop",
+        serde_json::json!({"contentBlockIndex": 0}),
+    ));
+    frames.push(converse_event(
+        "messageStop",
+        serde_json::json!({"stopReason": stop_reason}),
+    ));
+    frames.push(converse_event("metadata", metadata));
+    frames
+}
+
 /// One event-stream frame.
 pub fn frame(headers: &[(&str, &str)], payload: impl Into<Bytes>) -> Bytes {
     let message = Message::new_from_parts(

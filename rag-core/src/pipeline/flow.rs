@@ -169,18 +169,11 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
             }
             let turn = Turn { id: turn_id, question: ask.question.clone(), answer: answer.clone(), created_at };
             let save_started = Instant::now();
-            let save = inner.history.clone().map(|store| {
-                FinishOnDrop::new(
-                    trace::save(turn_id, save_turn(Arc::clone(&inner), store, ask.session.clone(), turn)),
-                    inner.tasks.clone(),
-                )
-            });
-            let mut saved = false;
-            if let Some(save) = save {
-                match save.await {
-                    Ok(()) => saved = true,
-                    Err(error) => yield Event::Warning(Warning::TurnNotSaved(error)),
-                }
+            let (saved, not_saved) = saved(arm_save(&inner, &ask.session, turn)).await;
+            if let Some(warning) = not_saved {
+                yield Event::Warning(warning);
+            }
+            if inner.history.is_some() {
                 timings.save = save_started.elapsed();
             }
             timings.total = started.elapsed();
@@ -305,30 +298,25 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         // the caller does. The save is armed before anything else is yielded, so a caller who
         // leaves at the usage event still gets it finished in a tracked task.
         let save_started = Instant::now();
-        let save = inner.history.clone().map(|store| {
-            // A guardrail's intervention is saved with the guardrail's message as the answer,
-            // so the text it stopped never reaches a later prompt.
-            let saved_answer = match &stop_reason {
-                Some(StopReason::GuardrailIntervened(intervention)) => {
-                    intervention.message.clone().unwrap_or_default()
-                }
-                _ => answer.clone(),
-            };
-            let turn = Turn { id: turn_id, question: ask.question.clone(), answer: saved_answer, created_at };
-            FinishOnDrop::new(
-                trace::save(turn_id, save_turn(Arc::clone(&inner), store, ask.session.clone(), turn)),
-                inner.tasks.clone(),
-            )
-        });
+        // A guardrail's intervention is saved with the guardrail's message as the answer,
+        // so the text it stopped never reaches a later prompt.
+        let saved_answer = match &stop_reason {
+            Some(StopReason::GuardrailIntervened(intervention)) => {
+                intervention.message.clone().unwrap_or_default()
+            }
+            _ => answer.clone(),
+        };
+        let turn = Turn { id: turn_id, question: ask.question.clone(), answer: saved_answer, created_at };
+        let save = arm_save(&inner, &ask.session, turn);
         if let Some(usage) = usage {
             yield Event::Usage(usage);
         }
-        let mut saved = false;
-        if let Some(save) = save {
-            match save.await {
-                Ok(()) => saved = true,
-                Err(error) => yield Event::Warning(Warning::TurnNotSaved(error)),
-            }
+        let armed = save.is_some();
+        let (saved, not_saved) = saved(save).await;
+        if let Some(warning) = not_saved {
+            yield Event::Warning(warning);
+        }
+        if armed {
             timings.save = save_started.elapsed();
         }
         timings.total = started.elapsed();
@@ -692,6 +680,35 @@ impl Inner {
             &self.tasks,
         );
         Event::Error(Box::new(failure))
+    }
+}
+
+/// Starts saving `turn` (in a tracked task if the caller leaves before it ends), inside the
+/// ask's span; `None` without a history store.
+fn arm_save(
+    inner: &Arc<Inner>,
+    session: &SessionId,
+    turn: Turn,
+) -> Option<FinishOnDrop<impl Future<Output = Result<()>> + Send + 'static>> {
+    let store = inner.history.clone()?;
+    let turn_id = turn.id;
+    Some(FinishOnDrop::new(
+        trace::save(
+            turn_id,
+            save_turn(Arc::clone(inner), store, session.clone(), turn),
+        ),
+        inner.tasks.clone(),
+    ))
+}
+
+/// Waits for an armed save: whether the turn was saved, and the warning when it was not.
+async fn saved(save: Option<impl Future<Output = Result<()>>>) -> (bool, Option<Warning>) {
+    match save {
+        None => (false, None),
+        Some(save) => match save.await {
+            Ok(()) => (true, None),
+            Err(error) => (false, Some(Warning::TurnNotSaved(error))),
+        },
     }
 }
 
