@@ -321,3 +321,29 @@ async fn the_generator_rewriter_asks_for_one_line_and_strips_the_tags() {
     let silent = GeneratorRewriter::new(ScriptedGenerator::new(["  \n "])).unwrap();
     assert!(silent.rewrite("q", &history).await.is_err());
 }
+
+#[tokio::test]
+async fn a_blocked_turn_is_saved_even_when_the_caller_leaves_at_the_message() {
+    use futures::StreamExt;
+    let generator = ScriptedGenerator::new(["never"]);
+    let retriever = StaticRetriever::numbered(1);
+    let history = Arc::new(InMemoryHistory::new());
+    let pipeline = builder(&generator, &retriever)
+        .with_history(history.clone())
+        .with_question_screen(Screen::default())
+        .build()
+        .unwrap();
+    let mut stream = pipeline.ask(ask("s1", "a blocked question"));
+    loop {
+        match stream.next().await {
+            Some(Event::Token(_)) => break,
+            Some(_) => {}
+            None => panic!("the stream ended before the message"),
+        }
+    }
+    drop(stream);
+    pipeline.flush().await;
+    let turns = history.load(&session("s1"), 10).await.unwrap();
+    assert_eq!(turns.len(), 1, "{turns:?}");
+    assert_eq!(turns[0].answer, "Sorry, I cannot answer that.");
+}

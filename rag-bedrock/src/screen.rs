@@ -87,15 +87,20 @@ impl QuestionScreen for BedrockGuardrailScreen {
             .filter_map(|o| o.text.as_deref())
             .collect::<Vec<_>>()
             .join("\n");
-        let mut trace = json!({
-            "assessments": output.assessments.iter().map(assessment_json).collect::<Vec<_>>(),
+        // The assessments are the trace: kept only when the trace was asked for, as on the
+        // streaming paths.
+        let trace = self.guardrail.traced().then(|| {
+            let mut trace = json!({
+                "assessments": output.assessments.iter().map(assessment_json).collect::<Vec<_>>(),
+            });
+            if let Some(reason) = &output.action_reason {
+                trace["actionReason"] = Value::from(reason.as_str());
+            }
+            trace
         });
-        if let Some(reason) = &output.action_reason {
-            trace["actionReason"] = Value::from(reason.as_str());
-        }
         Ok(Screening::Blocked(GuardrailIntervention {
             message: (!message.is_empty()).then_some(message),
-            trace: Some(trace),
+            trace,
         }))
     }
 }

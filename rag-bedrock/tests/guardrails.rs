@@ -434,6 +434,27 @@ fn screen(server: &TestServer, guardrail: Guardrail) -> BedrockGuardrailScreen {
 }
 
 #[tokio::test]
+async fn the_screen_keeps_the_assessments_only_when_the_trace_was_asked_for() {
+    let server = TestServer::start([Reply::ok_json(json!({
+        "action": "GUARDRAIL_INTERVENED",
+        "outputs": [{"text": "Blocked."}],
+        "assessments": [{"topicPolicy": {"topics": []}}]
+    }))])
+    .await;
+    let screening = screen(&server, Guardrail::new(GUARDRAIL_ID, "DRAFT"))
+        .screen("anything")
+        .await
+        .unwrap();
+    assert_eq!(
+        screening,
+        Screening::Blocked(GuardrailIntervention {
+            message: Some("Blocked.".into()),
+            trace: None,
+        })
+    );
+}
+
+#[tokio::test]
 async fn the_screen_blocks_a_question_the_guardrail_intervenes_on() {
     let server = TestServer::start([Reply::ok_json(json!({
         "action": "GUARDRAIL_INTERVENED",
@@ -447,10 +468,13 @@ async fn the_screen_blocks_a_question_the_guardrail_intervenes_on() {
     }))])
     .await;
     let question = "Which shares should I buy?";
-    let screening = screen(&server, Guardrail::new(GUARDRAIL_ID, "DRAFT"))
-        .screen(question)
-        .await
-        .unwrap();
+    let screening = screen(
+        &server,
+        Guardrail::new(GUARDRAIL_ID, "DRAFT").with_trace(GuardrailTrace::Enabled),
+    )
+    .screen(question)
+    .await
+    .unwrap();
     assert_eq!(
         screening,
         Screening::Blocked(GuardrailIntervention {

@@ -18,6 +18,9 @@ pub enum Stage {
     Input,
     /// Screening the question ([`crate::QuestionScreen`]).
     Screen,
+    /// Rewriting a follow-up into a retrieval query ([`crate::QueryRewriter`]); its failures
+    /// only warn.
+    Rewrite,
     /// Loading the conversation history.
     History,
     /// Retrieving passages.
@@ -35,6 +38,7 @@ impl fmt::Display for Stage {
         f.write_str(match self {
             Stage::Input => "input",
             Stage::Screen => "screen",
+            Stage::Rewrite => "rewrite",
             Stage::History => "history",
             Stage::Retrieval => "retrieval",
             Stage::Prompt => "prompt",

@@ -52,14 +52,11 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         let blocked = match &inner.screen {
             None => None,
             Some(screen) => {
-                let screened = timed(
-                    within(
-                        inner.settings.timeouts.screen,
-                        Stage::Screen,
-                        caught(Stage::Screen, screen.screen(&ask.question)),
-                    )
-                    .instrument(tracing::info_span!("rag.screen")),
-                )
+                let screened = timed(trace::screen(within(
+                    inner.settings.timeouts.screen,
+                    Stage::Screen,
+                    caught(Stage::Screen, screen.screen(&ask.question)),
+                )))
                 .await;
                 timings.screen = screened.1;
                 match screened.0 {
@@ -87,12 +84,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
                 let keep = turns.len().min(inner.settings.history_turns);
                 let turns = &turns[turns.len() - keep..];
                 if !turns.is_empty() {
-                    let rewritten = timed(
-                        inner
-                            .rewrite(rewriter.as_ref(), &ask.question, turns)
-                            .instrument(tracing::info_span!("rag.rewrite")),
-                    )
-                    .await;
+                    let rewritten = timed(trace::rewrite(inner.rewrite(rewriter.as_ref(), &ask.question, turns))).await;
                     timings.rewrite = rewritten.1;
                     match rewritten.0 {
                         Ok(rewritten) => query = Some(rewritten),
@@ -161,15 +153,17 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         }
 
         if let Some(intervention) = blocked {
-            // The screen's message is the answer; the turn is saved with it.
-            yield Event::Sources(Vec::new());
+            // The screen's message is the answer; the turn is saved with it. The save is armed
+            // before anything is yielded, so a caller who leaves at the message still gets it.
             let answer = intervention.message.clone().unwrap_or_default();
+            let turn = Turn { id: turn_id, question: ask.question.clone(), answer: answer.clone(), created_at };
+            let save_started = Instant::now();
+            let save = arm_save(&inner, &ask.session, turn);
+            yield Event::Sources(Vec::new());
             if !answer.is_empty() {
                 yield Event::Token(answer.clone());
             }
-            let turn = Turn { id: turn_id, question: ask.question.clone(), answer: answer.clone(), created_at };
-            let save_started = Instant::now();
-            let (saved, not_saved) = saved(arm_save(&inner, &ask.session, turn)).await;
+            let (saved, not_saved) = saved(save).await;
             if let Some(warning) = not_saved {
                 yield Event::Warning(warning);
             }
@@ -593,8 +587,8 @@ impl Inner {
     ) -> Result<String> {
         let query = within(
             self.settings.timeouts.rewrite,
-            Stage::Retrieval,
-            caught(Stage::Retrieval, rewriter.rewrite(question, history)),
+            Stage::Rewrite,
+            caught(Stage::Rewrite, rewriter.rewrite(question, history)),
         )
         .await?;
         let query = query.trim();

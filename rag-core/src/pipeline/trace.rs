@@ -12,6 +12,8 @@
 //! | `rag.retrieval` | `retrieval` | `gen_ai.operation.name`, `gen_ai.request.top_k`, `gen_ai.retrieval.documents` |
 //! | `rag.prompt` | | `rag.prompt.tokens`, `rag.prompt.counted_tokens`, passages and turns kept and dropped |
 //! | `rag.generation` | `{operation} {model}` | the inference span's request, response and usage fields |
+//! | `rag.screen` | | `rag.screen.blocked` |
+//! | `rag.rewrite` | | `rag.rewrite.query_chars` |
 //! | `rag.save` | `create_memory` | `gen_ai.operation.name`, `gen_ai.memory.record.id`, `gen_ai.memory.record.count` |
 //!
 //! Failed stages and asks carry `error.type` (see [`error_type`]) and `otel.status_code`.
@@ -100,6 +102,41 @@ async fn traced<T>(
         Err(error) => failed(&span, error),
     }
     out
+}
+
+/// The question screen ([`crate::QuestionScreen`]): whether it blocked the question.
+pub(super) fn screen(
+    fut: impl Future<Output = Result<crate::Screening>>,
+) -> impl Future<Output = Result<crate::Screening>> {
+    let span = tracing::info_span!(
+        "rag.screen",
+        "rag.screen.blocked" = Empty,
+        "error.type" = Empty,
+        "otel.status_code" = Empty,
+        "otel.status_description" = Empty,
+    );
+    traced(span, fut, |span, screening| {
+        span.record(
+            "rag.screen.blocked",
+            matches!(screening, crate::Screening::Blocked(_)),
+        );
+    })
+}
+
+/// The follow-up rewrite ([`crate::QueryRewriter`]); the query's text is not recorded.
+pub(super) fn rewrite(
+    fut: impl Future<Output = Result<String>>,
+) -> impl Future<Output = Result<String>> {
+    let span = tracing::info_span!(
+        "rag.rewrite",
+        "rag.rewrite.query_chars" = Empty,
+        "error.type" = Empty,
+        "otel.status_code" = Empty,
+        "otel.status_description" = Empty,
+    );
+    traced(span, fut, |span, query| {
+        span.record("rag.rewrite.query_chars", query.chars().count());
+    })
 }
 
 /// The history read (a memory search in the conventions' terms), when there is a store.
