@@ -23,6 +23,11 @@ fn long_context() -> String {
     format!("<documents>\n{}</documents>\n\n", passage.repeat(100))
 }
 
+/// A system text of over 1,000 cl100k tokens (above Nova's and Claude 3.7 Sonnet's minimum).
+fn long_system() -> String {
+    "You answer questions about AWS Lambda. ".repeat(150)
+}
+
 fn prompt(context: &str, question: &str) -> Prompt {
     Prompt::Chat {
         system: Some("Answer from the documents.".into()),
@@ -62,6 +67,15 @@ fn converse(model_id: &str, server: &TestServer, caching: bool) -> BedrockGenera
     BedrockGenerator::converse(model_id)
         .with_client(client::runtime(&server.url()))
         .with_prompt_caching(caching)
+        .build()
+        .unwrap()
+}
+
+/// A native (InvokeModelWithResponseStream) generator with caching on.
+fn native(model_id: &str, server: &TestServer) -> BedrockGenerator {
+    BedrockGenerator::builder(model_id)
+        .with_client(client::runtime(&server.url()))
+        .with_prompt_caching(true)
         .build()
         .unwrap()
 }
@@ -168,7 +182,7 @@ async fn no_cache_point_below_the_minimum_for_other_models_or_when_off() {
 
 #[tokio::test]
 async fn a_long_system_text_without_passages_gets_the_point_after_it() {
-    let system = "You answer questions about AWS Lambda. ".repeat(150);
+    let system = long_system();
     let server = TestServer::start([converse_reply(converse_usage())]).await;
     let generator = converse("amazon.nova-micro-v1:0", &server, true);
     let prompt = Prompt::Chat {
@@ -188,11 +202,7 @@ async fn a_long_system_text_without_passages_gets_the_point_after_it() {
 async fn a_claude_messages_body_marks_the_passages_with_cache_control() {
     let context = long_context();
     let server = TestServer::start([claude_reply()]).await;
-    let generator = BedrockGenerator::builder("us.anthropic.claude-3-7-sonnet-20250219-v1:0")
-        .with_client(client::runtime(&server.url()))
-        .with_prompt_caching(true)
-        .build()
-        .unwrap();
+    let generator = native("us.anthropic.claude-3-7-sonnet-20250219-v1:0", &server);
     let chunks = send(&generator, &prompt(&context, "What is Lambda?")).await;
     let body = server.requests()[0].json();
     assert_eq!(
@@ -211,13 +221,9 @@ async fn a_claude_messages_body_marks_the_passages_with_cache_control() {
     );
 
     // Without passages, a long system text becomes one block with the mark.
-    let system = "You answer questions about AWS Lambda. ".repeat(150);
+    let system = long_system();
     let server = TestServer::start([claude_reply()]).await;
-    let generator = BedrockGenerator::builder("anthropic.claude-3-7-sonnet-20250219-v1:0")
-        .with_client(client::runtime(&server.url()))
-        .with_prompt_caching(true)
-        .build()
-        .unwrap();
+    let generator = native("anthropic.claude-3-7-sonnet-20250219-v1:0", &server);
     let prompt = Prompt::Chat {
         system: Some(system.clone()),
         messages: vec![Message::user("What is Lambda?")],

@@ -256,10 +256,10 @@ async fn intervened_llama_and_titan_streams_end_with_the_typed_outcome() {
     }
 }
 
-#[tokio::test]
-async fn in_asynchronous_mode_only_the_intervened_text_is_the_guardrails_message() {
-    let case = families::mistral();
-    let chunks = vec![
+/// A Mistral stream in asynchronous mode: the model's own text reaches the caller, then the
+/// guardrail intervenes with its message.
+fn mistral_intervened_asynchronously() -> Vec<String> {
+    vec![
         json!({"outputs": [{"text": "Buy shares of ", "stop_reason": null}]}).to_string(),
         json!({
             "outputs": [{"text": BLOCKED, "stop_reason": "stop"}],
@@ -267,7 +267,13 @@ async fn in_asynchronous_mode_only_the_intervened_text_is_the_guardrails_message
             "amazon-bedrock-invocationMetrics": {"inputTokenCount": 20, "outputTokenCount": 12},
         })
         .to_string(),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn in_asynchronous_mode_only_the_intervened_text_is_the_guardrails_message() {
+    let case = families::mistral();
+    let chunks = mistral_intervened_asynchronously();
     let server = TestServer::start([Reply::frames(frames(&chunks))]).await;
     let stream = native(
         &case,
@@ -584,42 +590,6 @@ async fn a_bad_guardrail_is_a_typed_error_before_any_request() {
     assert_eq!(server.hits(), 0);
 }
 
-/// A history that keeps what the pipeline saves.
-#[derive(Debug, Default)]
-struct RecordingHistory(std::sync::Mutex<Vec<rag_core::Turn>>);
-
-#[async_trait::async_trait]
-impl rag_core::HistoryStore for RecordingHistory {
-    async fn load(
-        &self,
-        _session: &rag_core::SessionId,
-        _max_turns: usize,
-    ) -> rag_core::Result<Vec<rag_core::Turn>> {
-        Ok(self.0.lock().unwrap().clone())
-    }
-
-    async fn append(
-        &self,
-        _session: &rag_core::SessionId,
-        turn: &rag_core::Turn,
-    ) -> rag_core::Result<()> {
-        self.0.lock().unwrap().push(turn.clone());
-        Ok(())
-    }
-
-    async fn clear(&self, _session: &rag_core::SessionId) -> rag_core::Result<()> {
-        self.0.lock().unwrap().clear();
-        Ok(())
-    }
-
-    async fn owner(
-        &self,
-        _session: &rag_core::SessionId,
-    ) -> rag_core::Result<rag_core::SessionOwner> {
-        Ok(rag_core::SessionOwner::Unclaimed)
-    }
-}
-
 #[tokio::test]
 async fn the_pipeline_saves_an_intervened_turn_with_the_guardrails_message() {
     use futures::StreamExt;
@@ -627,22 +597,14 @@ async fn the_pipeline_saves_an_intervened_turn_with_the_guardrails_message() {
 
     let case = families::mistral();
     // Asynchronous mode: the model's own text reached the caller before the guardrail.
-    let chunks = vec![
-        json!({"outputs": [{"text": "Buy shares of ", "stop_reason": null}]}).to_string(),
-        json!({
-            "outputs": [{"text": BLOCKED, "stop_reason": "stop"}],
-            "amazon-bedrock-guardrailAction": "INTERVENED",
-            "amazon-bedrock-invocationMetrics": {"inputTokenCount": 20, "outputTokenCount": 12},
-        })
-        .to_string(),
-    ];
+    let chunks = mistral_intervened_asynchronously();
     let server = TestServer::start([Reply::frames(frames(&chunks))]).await;
     let generator = native(
         &case,
         &server,
         guardrail().with_stream_processing(GuardrailStreamProcessing::Async),
     );
-    let history = std::sync::Arc::new(RecordingHistory::default());
+    let history = std::sync::Arc::new(support::OneConversation::default());
     let pipeline = Pipeline::builder()
         .with_generator(generator)
         .with_retriever(rag_core::testing::StaticRetriever::numbered(2))
@@ -662,7 +624,7 @@ async fn the_pipeline_saves_an_intervened_turn_with_the_guardrails_message() {
         }
         other => panic!("the ask did not finish: {other:?}"),
     }
-    let saved = history.0.lock().unwrap().clone();
+    let saved = history.turns();
     assert_eq!(saved.len(), 1);
     assert_eq!(saved[0].question, question);
     // The guardrail's message, never the text it stopped.

@@ -6,40 +6,11 @@
 
 mod support;
 
-use std::sync::Mutex;
-
-use async_trait::async_trait;
 use futures::StreamExt;
 use rag_bedrock::{BedrockGenerator, KnowledgeBaseRetriever};
-use rag_core::{
-    Ask, ClaudeMessagesTemplate, Event, GeneratorRewriter, HistoryStore, Pipeline, SessionId,
-    SessionOwner, Turn,
-};
+use rag_core::{Ask, ClaudeMessagesTemplate, Event, GeneratorRewriter, Pipeline, SessionId, Turn};
 use serde_json::json;
-use support::{client, Reply, TestServer};
-
-/// A conversation that already has one turn.
-#[derive(Debug)]
-struct OneConversation(Mutex<Vec<Turn>>);
-
-#[async_trait]
-impl HistoryStore for OneConversation {
-    async fn load(&self, _: &SessionId, max_turns: usize) -> rag_core::Result<Vec<Turn>> {
-        let turns = self.0.lock().unwrap();
-        Ok(turns[turns.len().saturating_sub(max_turns)..].to_vec())
-    }
-    async fn append(&self, _: &SessionId, turn: &Turn) -> rag_core::Result<()> {
-        self.0.lock().unwrap().push(turn.clone());
-        Ok(())
-    }
-    async fn clear(&self, _: &SessionId) -> rag_core::Result<()> {
-        self.0.lock().unwrap().clear();
-        Ok(())
-    }
-    async fn owner(&self, _: &SessionId) -> rag_core::Result<SessionOwner> {
-        Ok(SessionOwner::Anonymous)
-    }
-}
+use support::{client, OneConversation, Reply, TestServer};
 
 /// A ConverseStream answer of `pieces`.
 fn converse_answer(pieces: &[&str]) -> Reply {
@@ -74,10 +45,10 @@ async fn a_follow_ups_retrieval_carries_the_rewritten_query_and_the_prompt_the_q
             .unwrap(),
     )
     .unwrap();
-    let history = OneConversation(Mutex::new(vec![Turn::new(
+    let history = OneConversation::with_turns(vec![Turn::new(
         "How do I create a Lambda function?",
         "Open the Lambda console and choose Create function [1].",
-    )]));
+    )]);
     let pipeline = Pipeline::builder()
         .with_generator(
             BedrockGenerator::converse("anthropic.claude-3-5-haiku-20241022-v1:0")

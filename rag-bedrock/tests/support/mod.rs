@@ -225,6 +225,54 @@ fn streamed(parts: Vec<Part>, content_type: &str) -> Response<BoxBody<Bytes, Inf
         .unwrap()
 }
 
+/// The history of one conversation, kept in memory (rag-memory's store is not a dependency
+/// of this crate): loads the newest turns, records what the pipeline saves.
+#[derive(Debug, Default)]
+pub struct OneConversation(pub Mutex<Vec<rag_core::Turn>>);
+
+impl OneConversation {
+    /// A conversation that already holds `turns`.
+    pub fn with_turns(turns: Vec<rag_core::Turn>) -> Self {
+        OneConversation(Mutex::new(turns))
+    }
+
+    /// The turns saved so far, oldest first.
+    pub fn turns(&self) -> Vec<rag_core::Turn> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl rag_core::HistoryStore for OneConversation {
+    async fn load(
+        &self,
+        _: &rag_core::SessionId,
+        max_turns: usize,
+    ) -> rag_core::Result<Vec<rag_core::Turn>> {
+        let turns = self.0.lock().unwrap();
+        Ok(turns[turns.len().saturating_sub(max_turns)..].to_vec())
+    }
+
+    async fn append(&self, _: &rag_core::SessionId, turn: &rag_core::Turn) -> rag_core::Result<()> {
+        self.0.lock().unwrap().push(turn.clone());
+        Ok(())
+    }
+
+    async fn clear(&self, _: &rag_core::SessionId) -> rag_core::Result<()> {
+        self.0.lock().unwrap().clear();
+        Ok(())
+    }
+
+    /// Unclaimed while empty, then open to asks without an owner.
+    async fn owner(&self, _: &rag_core::SessionId) -> rag_core::Result<rag_core::SessionOwner> {
+        Ok(if self.0.lock().unwrap().is_empty() {
+            rag_core::SessionOwner::Unclaimed
+        } else {
+            rag_core::SessionOwner::Anonymous
+        })
+    }
+}
+
 /// A whole ConverseStream answer of `pieces`: the message start, one text delta per piece,
 /// the block and message stops with `stop_reason`, then the `metadata` event.
 pub fn converse_answer(pieces: &[&str], stop_reason: &str, metadata: Value) -> Vec<Bytes> {
