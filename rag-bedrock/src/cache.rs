@@ -81,23 +81,34 @@ pub(crate) enum CachePoint {
 /// prefix is counted with cl100k, which counts fewer tokens than Claude's tokenizer for
 /// English text, so a point is not sent for a prefix the model counts below its minimum.
 pub(crate) fn cache_point(support: PromptCacheSupport, prompt: &Prompt) -> Option<CachePoint> {
-    let Prompt::Chat { system, .. } = prompt else {
+    let Prompt::Chat { system, messages } = prompt else {
         return None;
     };
-    let counter = Cl100kCounter::new();
-    let system_tokens = system.as_deref().map_or(0, |s| counter.count(s));
+    let system = system.as_deref().unwrap_or_default();
     match prompt.context_block_len() {
-        Some(n) => {
-            let Prompt::Chat { messages, .. } = prompt else {
-                return None;
-            };
-            let context = &messages[0].content[..n];
-            let prefix = system_tokens + counter.count(context);
-            (prefix >= support.min_tokens).then_some(CachePoint::AfterContext(n))
-        }
-        None => (system.is_some() && system_tokens >= support.min_tokens)
+        Some(n) => reaches(&[system, &messages[0].content[..n]], support.min_tokens)
+            .then_some(CachePoint::AfterContext(n)),
+        None => (!system.is_empty() && reaches(&[system], support.min_tokens))
             .then_some(CachePoint::AfterSystem),
     }
+}
+
+/// Whether `texts` together reach `min` cl100k tokens. Counting stops at the minimum, so a
+/// prompt of many passages costs no more to check than its first `min` tokens.
+fn reaches(texts: &[&str], min: usize) -> bool {
+    let counter = Cl100kCounter::new();
+    let mut left = min;
+    for text in texts {
+        if left == 0 {
+            return true;
+        }
+        match counter.count_till_limit(text, left - 1) {
+            // Over `left - 1`: this text alone reaches what was left.
+            None => return true,
+            Some(n) => left -= n,
+        }
+    }
+    left == 0
 }
 
 /// Adds the cache point to a ConverseStream request: a `CachePoint` system block after the
@@ -202,5 +213,18 @@ mod tests {
             None
         );
         assert_eq!(cache_point(support, &Prompt::Text(passages.clone())), None);
+    }
+
+    #[test]
+    fn the_minimum_is_reached_across_the_system_text_and_the_passages() {
+        let counter = Cl100kCounter::new();
+        let (a, b) = ("Lambda runs code. ", "It scales by itself. ");
+        let (na, nb) = (counter.count(a), counter.count(b));
+        assert!(reaches(&[a, b], na + nb));
+        assert!(!reaches(&[a, b], na + nb + 1));
+        assert!(reaches(&[a], na));
+        assert!(!reaches(&[a], na + 1));
+        assert!(reaches(&["", b], nb));
+        assert!(reaches(&[a, b], 1));
     }
 }
