@@ -208,6 +208,11 @@ impl BackendArgs {
                 "--guardrail-id applies to a Bedrock --model (guardrails are Bedrock's)",
             ));
         }
+        // An identifier or version Bedrock would refuse is named before anything is loaded.
+        #[cfg(feature = "bedrock")]
+        if let Some(id) = &self.guardrail_id {
+            rag::bedrock::Guardrail::new(id.clone(), self.guardrail_version.clone()).validate()?;
+        }
         if self.prompt_caching && (self.model.is_none() || self.openai_url.is_some()) {
             return Err(Fatal::config(
                 "--prompt-caching applies to a Bedrock --model",
@@ -858,6 +863,16 @@ mod tests {
             "--screen-questions",
         ])
         .unwrap();
+        #[cfg(feature = "bedrock")]
+        for bad in [
+            ["--guardrail-id", "BAD_ID", "--guardrail-version", "1"],
+            ["--guardrail-id", "gr1", "--guardrail-version", "v2"],
+        ] {
+            let refused = check(&[&["--model", HAIKU][..], &bad[..]].concat()).unwrap_err();
+            assert!(refused.contains("guardrail."), "{refused}");
+        }
+        let refused = check(&["--prompt-caching"]).unwrap_err();
+        assert!(refused.contains("--prompt-caching applies"), "{refused}");
     }
 
     /// The profile `argv` resolves to, which must be accepted.
