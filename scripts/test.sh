@@ -26,6 +26,14 @@ if ! scripts/reference-tokenizers.sh install; then
 fi
 export "$(scripts/reference-tokenizers.sh env)"
 
+# rag-lambda's SAM template, linted offline by the SAM CLI and cfn-lint (installed once into
+# target/sam-venv); rag-lambda/tests/template.rs checks its policies and routes besides.
+step "sam validate --lint rag-lambda/template.yaml"
+if ! scripts/sam.sh validate; then
+  echo "error: rag-lambda/template.yaml did not pass sam validate --lint, or the SAM CLI could not be installed (see above)." >&2
+  exit 1
+fi
+
 # tests/page.rs drives the websocket example's page in headless Chromium through chromedriver.
 CHROMIUM="${RAG_TEST_CHROMIUM:-/usr/bin/chromium}"
 CHROMEDRIVER="${RAG_TEST_CHROMEDRIVER:-/usr/bin/chromedriver}"

@@ -25,7 +25,7 @@
 //! the token. The conversation's owner is the token's `sub` (shared-token mode: `shared`; no
 //! credential configured: no owner).
 //!
-//! **Frames.** The server first sends `{"type":"session","session_id":"..."}`. The client
+//! **Frames** (`rag_lambda::protocol`, shared with the Lambda functions). The server first sends `{"type":"session","session_id":"..."}`. The client
 //! sends `{"data":{"message":"...","id":"<client id, optional>"},"timestamp":...}` (other
 //! fields are ignored). For each question the server sends, to that connection only:
 //!
@@ -74,8 +74,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures::StreamExt;
-use rag::{Ask, Citation, Event, HistoryStore, Pipeline, SessionId, StopReason, TurnId, Usage};
-use serde::{Deserialize, Serialize};
+use rag::{Ask, Event, HistoryStore, Pipeline, SessionId};
+use rag_lambda::protocol::{client_id_of, read_message, Frame, Reply, TOO_LARGE};
+use serde::Deserialize;
 
 use access::{GroupAccess, OriginCheck, Origins, SourceRoots};
 use auth::{Auth, Identity, Refusal};
@@ -83,14 +84,8 @@ use limits::{Full, Gauges, Limits};
 #[allow(unused_imports)] // `Stopped` is what `Shutdown::run` returns.
 pub(crate) use shutdown::{Shutdown, ShutdownSignal, Stopped};
 
-/// The `error` frame's message for questions the server will not answer because it stops.
-pub(crate) const SHUTTING_DOWN: &str = "the server is shutting down; ask again in a moment";
-
-/// The `error` frame's message for a message over [`Limits::max_message_bytes`].
-pub(crate) const TOO_LARGE: &str = "the payload was too large";
-
-/// The longest client `id` echoed back.
-const MAX_CLIENT_ID_LEN: usize = 128;
+#[allow(unused_imports)] // tests/websocket.rs reads it as `app::SHUTTING_DOWN`.
+pub(crate) use rag_lambda::protocol::SHUTTING_DOWN;
 
 /// How long a closing connection waits for the client to answer its Close frame: a client
 /// that never answers must not hold the shutdown up.
@@ -159,134 +154,12 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(service)
 }
 
-/// A question from a client.
-#[derive(Debug, Deserialize)]
-pub(crate) struct ClientMessage {
-    /// The payload. The `timestamp` (and any other field) is accepted and not used.
-    pub(crate) data: ClientData,
-}
-
-/// The payload of a [`ClientMessage`].
-#[derive(Debug, Deserialize)]
-pub(crate) struct ClientData {
-    /// The question.
-    pub(crate) message: String,
-    /// The client's own id for the question, echoed in every frame of its answer.
-    #[serde(default)]
-    pub(crate) id: Option<String>,
-}
-
-/// What the server sends.
-#[derive(Debug, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub(crate) enum Frame {
-    /// The conversation of this connection.
-    Session {
-        /// Pass it back as `?session=` to resume the conversation.
-        session_id: String,
-    },
-    /// The passages the answer cites as `[index]`.
-    Sources {
-        /// In citation order.
-        sources: Vec<Citation>,
-    },
-    /// A piece of the answer, in Markdown.
-    Token {
-        /// The text.
-        text: String,
-    },
-    /// Something went wrong that did not stop the answer.
-    Warning {
-        /// What.
-        message: String,
-    },
-    /// The answer is complete.
-    Done {
-        /// The saved turn.
-        turn_id: TurnId,
-        /// Token counts, when the model reported them.
-        usage: Option<Usage>,
-        /// Why the model stopped.
-        stop_reason: Option<StopReason>,
-        /// Whether the turn was saved to the history.
-        saved: bool,
-    },
-    /// The question failed, or the message could not be read.
-    Error {
-        /// What went wrong, in plain words.
-        message: String,
-        /// Whether asking again may succeed.
-        retryable: bool,
-    },
-}
-
-/// A frame about one client message: the frame's fields, then `id` and `request_id`.
-#[derive(Serialize)]
-struct Reply<'a> {
-    #[serde(flatten)]
-    frame: &'a Frame,
-    id: Option<&'a str>,
-    request_id: &'a str,
-}
-
-impl Frame {
-    fn error(message: impl Into<String>) -> Self {
-        Frame::Error {
-            message: message.into(),
-            retryable: false,
-        }
-    }
-
-    /// The answer to a question the stopping server will not answer: another instance, or
-    /// this one restarted, may.
-    fn shutting_down() -> Self {
-        Frame::Error {
-            message: SHUTTING_DOWN.to_string(),
-            retryable: true,
-        }
-    }
-
-    fn to_message(&self) -> Message {
-        json_message(self)
-    }
-}
-
-/// `value` as a text message. Serializing these plain structs cannot fail.
-fn json_message(value: &impl Serialize) -> Message {
-    let json = serde_json::to_string(value).unwrap_or_else(|e| {
+/// `frame` alone (not about a client message) as a text message.
+fn message_of(frame: &Frame) -> Message {
+    let json = serde_json::to_string(frame).unwrap_or_else(|e| {
         format!(r#"{{"type":"error","message":"frame not serializable: {e}","retryable":false}}"#)
     });
     Message::Text(json.into())
-}
-
-/// The plain words a client is told for `error`; the error itself goes to the log.
-pub(crate) fn plain_message(error: &rag::Error) -> String {
-    use rag::Error;
-    match error {
-        Error::InvalidInput { field, message } if *field == "question" => {
-            format!("the question is not valid: it {message}")
-        }
-        Error::InvalidInput { .. } => "the request was not valid".into(),
-        Error::ShuttingDown => SHUTTING_DOWN.into(),
-        Error::Forbidden { .. } => "this conversation belongs to another user".into(),
-        Error::Generation {
-            retryable: true, ..
-        } => "the model is busy, try again".into(),
-        Error::Generation { .. } => "the model could not answer this question".into(),
-        Error::Retrieval {
-            retryable: true, ..
-        } => "the document search is busy, try again".into(),
-        Error::Retrieval { .. } => "the document search failed".into(),
-        Error::History {
-            retryable: true, ..
-        } => "the conversation history is busy, try again".into(),
-        Error::History { .. } => "the conversation history could not be read or saved".into(),
-        Error::Timeout { stage, .. } => format!("the {stage} step took too long, try again"),
-        Error::ContextOverflow { .. } | Error::PromptTooLong { .. } => {
-            "the question is too long for the model".into()
-        }
-        _ => "something went wrong on the server".into(),
-    }
 }
 
 async fn page() -> Html<&'static str> {
@@ -458,14 +331,6 @@ async fn read(socket: &mut WebSocket) -> Incoming {
     }
 }
 
-/// A client message's `id`, if it has a readable one.
-fn client_id_of(text: &str) -> Option<String> {
-    serde_json::from_str::<ClientMessage>(text)
-        .ok()
-        .and_then(|m| m.data.id)
-        .filter(|id| id.len() <= MAX_CLIENT_ID_LEN)
-}
-
 /// A new request id.
 fn request_id() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -501,7 +366,7 @@ impl Connection {
         let hello = Frame::Session {
             session_id: self.session.to_string(),
         };
-        if socket.send(hello.to_message()).await.is_err() {
+        if socket.send(message_of(&hello)).await.is_err() {
             return;
         }
         let idle = self.limits().idle_timeout;
@@ -545,11 +410,9 @@ impl Connection {
         request_id: &str,
     ) -> Sent {
         socket
-            .send(json_message(&Reply {
-                frame,
-                id,
-                request_id,
-            }))
+            .send(Message::Text(
+                Reply::new(frame, id, request_id).to_json().into(),
+            ))
             .await
     }
 
@@ -582,25 +445,9 @@ impl Connection {
         if self.service.state.shutdown.is_stopping() {
             return Self::refuse(socket, Frame::shutting_down(), &text).await;
         }
-        let (question, id) = match serde_json::from_str::<ClientMessage>(&text) {
-            Ok(m)
-                if m.data
-                    .id
-                    .as_ref()
-                    .is_some_and(|id| id.len() > MAX_CLIENT_ID_LEN) =>
-            {
-                let frame = Frame::error(format!(
-                    "malformed message (the id is longer than {MAX_CLIENT_ID_LEN} bytes)"
-                ));
-                return Self::refuse(socket, frame, "").await;
-            }
-            Ok(m) => (m.data.message, m.data.id),
-            Err(e) => {
-                let frame = Frame::error(format!(
-                    r#"malformed message ({e}); send {{"data":{{"message":"...","id":"..."}},"timestamp":...}}"#
-                ));
-                return Self::refuse(socket, frame, "").await;
-            }
+        let (question, id) = match read_message(&text) {
+            Ok(read) => read,
+            Err(frame) => return Self::refuse(socket, frame, "").await,
         };
         let max = self.limits().max_asks_per_user;
         let Some(_in_flight) = self.service.gauges.ask(&self.user_key, max) else {
@@ -657,41 +504,20 @@ impl Connection {
         }
     }
 
-    /// The frame of a pipeline event (usage is reported with `done`).
+    /// The frame of a pipeline event (usage is reported with `done`); sources are shown
+    /// relative to the docs roots.
     fn frame_of(&self, event: Event, request_id: &str) -> Option<Frame> {
-        Some(match event {
-            Event::Sources(sources) => Frame::Sources {
-                sources: sources
-                    .into_iter()
-                    .map(|c| self.service.state.sources.show(c))
-                    .collect(),
-            },
-            Event::Token(text) => Frame::Token { text },
-            Event::Warning(warning) => Frame::Warning {
-                message: warning.to_string(),
-            },
-            Event::Done(summary) => Frame::Done {
-                turn_id: summary.turn_id,
-                usage: summary.usage,
-                stop_reason: summary.stop_reason,
-                saved: summary.saved,
-            },
-            Event::Error(failure) => {
-                // The raw error (the backend's words, with its ids and ARNs) is for the log.
-                tracing::warn!(
-                    request_id = %request_id,
-                    session = %self.session,
-                    stage = %failure.stage,
-                    error = %failure.error,
-                    "a question failed"
-                );
-                Frame::Error {
-                    retryable: failure.is_retryable(),
-                    message: plain_message(&failure.error),
-                }
-            }
-            _ => return None,
-        })
+        if let Event::Error(failure) = &event {
+            // The raw error (the backend's words, with its ids and ARNs) is for the log.
+            tracing::warn!(
+                request_id = %request_id,
+                session = %self.session,
+                stage = %failure.stage,
+                error = %failure.error,
+                "a question failed"
+            );
+        }
+        Frame::of_event(event, |c| self.service.state.sources.show(c))
     }
 }
 
@@ -714,72 +540,4 @@ async fn goodbye(mut socket: WebSocket, code: u16, reason: &str) {
         }
     })
     .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clients_are_told_plain_words_and_never_the_backends_message() {
-        let raw = "ThrottlingException: Rate exceeded for arn:aws:bedrock:us-east-1:123456789012:foundation-model/x";
-        for (error, expected) in [
-            (
-                rag::Error::generation(raw, true),
-                "the model is busy, try again",
-            ),
-            (
-                rag::Error::generation(raw, false),
-                "the model could not answer this question",
-            ),
-            (
-                rag::Error::retrieval(raw, false),
-                "the document search failed",
-            ),
-            (
-                rag::Error::history(raw, true),
-                "the conversation history is busy, try again",
-            ),
-            (
-                rag::Error::Forbidden {
-                    message: raw.into(),
-                },
-                "this conversation belongs to another user",
-            ),
-            (
-                rag::Error::config(raw),
-                "something went wrong on the server",
-            ),
-        ] {
-            let plain = plain_message(&error);
-            assert_eq!(plain, expected);
-            assert!(!plain.contains("123456789012"));
-        }
-        assert_eq!(
-            plain_message(&rag::Error::invalid_input("question", "must not be empty")),
-            "the question is not valid: it must not be empty"
-        );
-    }
-
-    #[test]
-    fn replies_carry_the_client_id_and_the_request_id() {
-        let frame = Frame::Token { text: "hi".into() };
-        let json = serde_json::to_value(Reply {
-            frame: &frame,
-            id: Some("q1"),
-            request_id: "r1",
-        })
-        .unwrap();
-        assert_eq!(
-            json,
-            serde_json::json!({"type": "token", "text": "hi", "id": "q1", "request_id": "r1"})
-        );
-        let none = serde_json::to_value(Reply {
-            frame: &frame,
-            id: None,
-            request_id: "r2",
-        })
-        .unwrap();
-        assert_eq!(none["id"], serde_json::Value::Null);
-    }
 }

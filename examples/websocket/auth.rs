@@ -9,17 +9,33 @@
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rag::{Owner, UserContext};
+use rag_lambda::jwt::{Claims, JwtError, JwtErrorKind};
 
-#[path = "jwt.rs"]
-pub(crate) mod jwt;
+/// The JWT verifier is the library's, shared with the Lambda authorizer of the same API.
+pub(crate) use rag_lambda::jwt::{JwtConfig, JwtVerifier, TokenUse};
 
-pub(crate) use jwt::{JwtConfig, JwtVerifier, TokenUse};
+/// The subprotocol of this service's frames (the one the server selects), and the prefix of
+/// the subprotocol value that carries the token: the Lambda authorizer's, so a page works
+/// with both.
+pub(crate) use rag_lambda::authorizer::{BEARER_PROTOCOL_PREFIX, PROTOCOL};
 
-/// The subprotocol of this service's frames; the one the server selects.
-pub(crate) const PROTOCOL: &str = "rag.v1";
+/// `--token-use`: which tokens are accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TokenUseArg {
+    /// ID tokens: the app client is the `aud` claim.
+    Id,
+    /// Access tokens: the app client is the `client_id` claim.
+    Access,
+}
 
-/// The prefix of the subprotocol value that carries the token.
-pub(crate) const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
+impl From<TokenUseArg> for TokenUse {
+    fn from(arg: TokenUseArg) -> Self {
+        match arg {
+            TokenUseArg::Id => TokenUse::Id,
+            TokenUseArg::Access => TokenUse::Access,
+        }
+    }
+}
 
 /// The owner of every conversation in shared-token mode: everyone who holds the token is one
 /// principal, so they share one history namespace.
@@ -136,27 +152,15 @@ impl IntoResponse for Refusal {
 
 /// The credential of an upgrade request: a `bearer.TOKEN` subprotocol value, else an
 /// `Authorization: Bearer TOKEN` header.
+/// The same reading as the Lambda authorizer's; an empty token counts as none.
 pub(crate) fn credential(headers: &HeaderMap) -> Option<String> {
-    let from_protocol = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .find_map(|p| p.trim().strip_prefix(BEARER_PROTOCOL_PREFIX))
-        .map(str::to_string);
-    from_protocol.or_else(|| {
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| t.trim().to_string())
-    })
+    rag_lambda::authorizer::bearer_token(headers)
 }
 
 impl Auth {
     /// Checks the upgrade's credential and says who is connecting.
     pub(crate) async fn identify(&self, headers: &HeaderMap) -> Result<Identity, Refusal> {
-        let given = credential(headers).filter(|t| !t.is_empty());
+        let given = credential(headers);
         match self {
             Auth::None => Ok(Identity::Anonymous),
             Auth::Shared(expected) => match given {
@@ -168,9 +172,32 @@ impl Auth {
                 let Some(token) = given else {
                     return Err(missing());
                 };
-                verifier.verify(&token).await
+                let claims = verifier.verify(&token).await.map_err(Refusal::from)?;
+                Ok(Identity::from(claims))
             }
         }
+    }
+}
+
+impl From<Claims> for Identity {
+    fn from(claims: Claims) -> Self {
+        Identity::User {
+            sub: claims.sub,
+            groups: claims.groups,
+        }
+    }
+}
+
+impl From<JwtError> for Refusal {
+    /// 401 for a token that is not valid, 403 for one that is not for this service; the
+    /// verifier's own failures (which `verify` does not return) would be a 500.
+    fn from(error: JwtError) -> Self {
+        let status = match error.kind() {
+            JwtErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            JwtErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Refusal::new(status, error.message())
     }
 }
 

@@ -42,7 +42,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use app::access::{GroupAccess, Origins, SourceRoots};
-use app::auth::{Auth, JwtConfig, JwtVerifier, TokenUse};
+use app::auth::{Auth, JwtConfig, JwtVerifier, TokenUseArg};
 use app::limits::Limits;
 
 mod app;
@@ -123,8 +123,8 @@ struct AuthArgs {
     #[arg(long = "cognito-client-id", value_name = "ID")]
     client_ids: Vec<String>,
     /// Which tokens are accepted.
-    #[arg(long, value_enum, default_value_t = TokenUse::Id)]
-    token_use: TokenUse,
+    #[arg(long, value_enum, default_value_t = TokenUseArg::Id)]
+    token_use: TokenUseArg,
 }
 
 impl AuthArgs {
@@ -148,12 +148,12 @@ impl AuthArgs {
                     &region,
                     pool,
                     self.client_ids.clone(),
-                    self.token_use,
+                    self.token_use.into(),
                 ))
             }
             (None, Some(jwks_url), Some(issuer)) => {
                 let mut config =
-                    JwtConfig::cognito("", "", self.client_ids.clone(), self.token_use);
+                    JwtConfig::cognito("", "", self.client_ids.clone(), self.token_use.into());
                 config.jwks_url = jwks_url.clone();
                 config.issuer = issuer.clone();
                 Some(config)
@@ -168,7 +168,8 @@ impl AuthArgs {
                             .into(),
                     );
                 }
-                Ok(Auth::Jwt(std::sync::Arc::new(JwtVerifier::new(config)?)))
+                let verifier = JwtVerifier::new(config).map_err(|e| e.to_string())?;
+                Ok(Auth::Jwt(std::sync::Arc::new(verifier)))
             }
             (None, _) if !self.client_ids.is_empty() => Err(
                 "--cognito-client-id needs --cognito-user-pool-id, or --jwks-url with --issuer"
@@ -411,6 +412,7 @@ async fn stop_requested() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use app::auth::TokenUse;
 
     fn parse(argv: &[&str]) -> Result<Args, String> {
         Args::try_parse_from(std::iter::once("websocket").chain(argv.iter().copied()))

@@ -100,6 +100,25 @@ impl Reply {
 struct State {
     requests: Vec<Recorded>,
     script: VecDeque<Reply>,
+    /// Streamed bodies still being sent: a client that stops reading (and closes the
+    /// connection) ends its body, so this tells a cancelled stream from a hung one.
+    open_streams: usize,
+}
+
+/// Counts a streamed body as open while it lives.
+struct OpenStream(Arc<Mutex<State>>);
+
+impl OpenStream {
+    fn new(state: Arc<Mutex<State>>) -> Self {
+        state.lock().unwrap().open_streams += 1;
+        OpenStream(state)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().open_streams -= 1;
+    }
 }
 
 /// The server; it stops when dropped.
@@ -124,6 +143,7 @@ impl TestServer {
         let state = Arc::new(Mutex::new(State {
             requests: Vec::new(),
             script: script.into_iter().collect(),
+            open_streams: 0,
         }));
         let shared = state.clone();
         let task = tokio::spawn(async move {
@@ -156,6 +176,12 @@ impl TestServer {
     /// How many requests arrived.
     pub fn hits(&self) -> usize {
         self.state.lock().unwrap().requests.len()
+    }
+
+    /// How many streamed bodies are still being sent (neither finished nor dropped by a
+    /// client that went away).
+    pub fn open_streams(&self) -> usize {
+        self.state.lock().unwrap().open_streams
     }
 }
 
@@ -199,24 +225,30 @@ async fn handle(
             }
             builder.body(Full::new(Bytes::from(body)).boxed()).unwrap()
         }
-        Reply::Stream(parts) => streamed(parts, "application/vnd.amazon.eventstream"),
-        Reply::JsonParts(parts) => streamed(parts, "application/json"),
+        Reply::Stream(parts) => streamed(parts, "application/vnd.amazon.eventstream", state),
+        Reply::JsonParts(parts) => streamed(parts, "application/json", state),
         Reply::Hang => unreachable!("answered above"),
     })
 }
 
-fn streamed(parts: Vec<Part>, content_type: &str) -> Response<BoxBody<Bytes, Infallible>> {
-    let stream = futures::stream::unfold(parts.into_iter(), |mut parts| async move {
-        loop {
-            match parts.next()? {
-                Part::Bytes(bytes) => {
-                    return Some((Ok::<_, Infallible>(Frame::data(bytes)), parts))
+fn streamed(
+    parts: Vec<Part>,
+    content_type: &str,
+    state: Arc<Mutex<State>>,
+) -> Response<BoxBody<Bytes, Infallible>> {
+    let open = OpenStream::new(state);
+    let stream =
+        futures::stream::unfold((parts.into_iter(), open), |(mut parts, open)| async move {
+            loop {
+                match parts.next()? {
+                    Part::Bytes(bytes) => {
+                        return Some((Ok::<_, Infallible>(Frame::data(bytes)), (parts, open)))
+                    }
+                    Part::Pause(d) => tokio::time::sleep(d).await,
+                    Part::Stall => futures::future::pending::<()>().await,
                 }
-                Part::Pause(d) => tokio::time::sleep(d).await,
-                Part::Stall => futures::future::pending::<()>().await,
             }
-        }
-    });
+        });
     Response::builder()
         .status(200)
         .header("content-type", content_type)
@@ -379,7 +411,6 @@ pub mod client {
     }
 
     /// A Bedrock Agent Runtime client for `url`.
-    #[cfg(feature = "knowledge-bases")]
     pub fn agent_runtime(url: &str) -> aws_sdk_bedrockagentruntime::Client {
         use aws_sdk_bedrockagentruntime::config as c;
         let config = c::Builder::new()

@@ -1,0 +1,625 @@
+//! The `$default` route: one question in, its answer streamed back to the connection.
+//!
+//! Each message a client sends on the WebSocket invokes the function once with the route's
+//! event. [`AskHandler::handle`] reads the question, runs the [`Pipeline`] (history and
+//! retrieval fetched in parallel, the prompt built, the model streamed, the turn saved at the
+//! end) and posts the `rag.v1` frames ([`crate::protocol`]) to that connection with
+//! PostToConnection, in order: `session`, `sources`, `token`s, then one `done` or `error`.
+//!
+//! **Longer than 29 s.** API Gateway waits at most 29 s for an integration ("Amazon API
+//! Gateway quotas for configuring and running a WebSocket API",
+//! <https://docs.aws.amazon.com/apigateway/latest/developerguide/apigateway-execution-service-websocket-limits-table.html>),
+//! and a long answer takes longer. The template (`rag-lambda/template.yaml`) therefore
+//! invokes this function asynchronously (`X-Amz-Invocation-Type: Event` on an `AWS`
+//! integration): the route is acknowledged at once and the answer streams through
+//! PostToConnection until it ends, up to the function's own timeout. Near that timeout
+//! ([`HandlerLimits::deadline_margin`]) the answer is stopped, the client gets a retryable
+//! `error` frame and the ask is dead-lettered, so even that is never silent.
+//!
+//! **The client leaves.** A post answered `410 GoneException` drops the answer stream, which
+//! cancels the model call; the turn is saved only once the answer is complete, so nothing is
+//! saved. Any other post failure (after the SDK's retries) does the same and dead-letters the
+//! ask with what had been answered.
+//!
+//! **Who asks.** The conversation is the authorizer's user (`principalId`, the owner) and
+//! the connection id, or the session the authorizer passed on from `?session=` (see
+//! [`crate::authorizer`]), which the history refuses if another user owns it. The user's
+//! `groups` reach the retriever with the [`UserContext`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use base64::Engine as _;
+use futures::StreamExt;
+use rag_core::{
+    Ask, Citation, DeadLetter, DeadLetterSink, Error, Event, Failure, Owner, Pipeline, SessionId,
+    Stage, UserContext,
+};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::coalesce::{FrameLimits, TokenBatcher};
+use crate::post::{Callbacks, Connection, PostError};
+use crate::protocol::{client_id_of, read_message, Frame, Reply, TOO_LARGE};
+
+/// The bounds the handler keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandlerLimits {
+    /// The frames' size and rate.
+    pub frames: FrameLimits,
+    /// The largest client message read, in bytes (default 32 KB, API Gateway's frame size;
+    /// a larger one gets an `error` frame "the payload was too large").
+    pub max_message_bytes: usize,
+    /// How long before the invocation's deadline the answer is stopped, so the `error` frame
+    /// and the dead letter still go out (default 10 s).
+    pub deadline_margin: Duration,
+}
+
+impl Default for HandlerLimits {
+    fn default() -> Self {
+        HandlerLimits {
+            frames: FrameLimits::default(),
+            max_message_bytes: 32 * 1024,
+            deadline_margin: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What became of one message, for logs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The answer streamed to its `done` frame.
+    Answered {
+        /// Whether the turn was saved.
+        saved: bool,
+    },
+    /// The ask failed; the client got an `error` frame and the ask was dead-lettered.
+    Failed,
+    /// The message was not a question that could be asked (malformed, too large, a bad
+    /// session); the client got an `error` frame saying why.
+    Refused,
+    /// The client left mid-answer: the answer was cancelled and nothing was saved.
+    ClientLeft,
+    /// Frames could not be posted; the answer was cancelled and the ask dead-lettered.
+    Undeliverable,
+    /// The invocation's deadline came before the answer ended; it was dead-lettered.
+    OutOfTime,
+}
+
+/// The `$default` route's handler.
+#[derive(Debug, Clone)]
+pub struct AskHandler {
+    pipeline: Pipeline,
+    callbacks: Callbacks,
+    dead_letters: Arc<dyn DeadLetterSink>,
+    limits: HandlerLimits,
+}
+
+/// Who sent a message, and where to answer: from the event's `requestContext`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The connection.
+    pub connection_id: String,
+    /// The API's domain name.
+    pub domain_name: String,
+    /// The API's stage.
+    pub stage: String,
+    /// API Gateway's id of this message's request.
+    pub request_id: String,
+    /// The authorizer's `principalId` (the user), if there is one.
+    pub principal: Option<String>,
+    /// The user's groups, from the authorizer's `groups` context value.
+    pub groups: Vec<String>,
+    /// The session to resume, from the authorizer's `session` context value.
+    pub session: Option<String>,
+}
+
+impl Caller {
+    /// Reads the caller of `event`: its connection, the API's endpoint and the authorizer's
+    /// user. An event without a connection id or endpoint is an [`Error::InvalidInput`].
+    pub fn of(event: &ApiGatewayWebsocketProxyRequest) -> Result<Caller, Error> {
+        let context = &event.request_context;
+        let required = |value: &Option<String>, field: &'static str| {
+            value
+                .clone()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| Error::invalid_input(field, "is missing from the event"))
+        };
+        let text = |key: &str| {
+            context
+                .authorizer
+                .fields
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        Ok(Caller {
+            connection_id: required(&context.connection_id, "requestContext.connectionId")?,
+            domain_name: required(&context.domain_name, "requestContext.domainName")?,
+            stage: required(&context.stage, "requestContext.stage")?,
+            request_id: context
+                .request_id
+                .clone()
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            principal: text("principalId"),
+            groups: text("groups")
+                .map(|groups| {
+                    groups
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|g| !g.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            session: text("session"),
+        })
+    }
+
+    /// The conversation: the resumed session or the connection, owned by the principal.
+    pub fn session(&self) -> Result<SessionId, Error> {
+        let id = SessionId::new(self.session.as_deref().unwrap_or(&self.connection_id))?;
+        Ok(match &self.principal {
+            Some(principal) => id.owned_by(Owner::new(principal.clone())?),
+            None => id,
+        })
+    }
+
+    /// The user, for the retriever.
+    pub fn user(&self) -> Option<UserContext> {
+        self.principal.as_ref().map(|principal| UserContext {
+            token: None,
+            user_id: Some(principal.clone()),
+            groups: self.groups.clone(),
+        })
+    }
+}
+
+impl AskHandler {
+    /// A handler that answers with `pipeline`, posts through `callbacks` and sends what it
+    /// cannot deliver to `dead_letters` (give the pipeline the same sink).
+    pub fn new(
+        pipeline: Pipeline,
+        callbacks: Callbacks,
+        dead_letters: Arc<dyn DeadLetterSink>,
+    ) -> Self {
+        AskHandler {
+            pipeline,
+            callbacks,
+            dead_letters,
+            limits: HandlerLimits::default(),
+        }
+    }
+
+    /// Replaces the default limits.
+    pub fn with_limits(mut self, limits: HandlerLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The pipeline.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// Answers the message of `event`, to be done by `deadline` (the invocation's, from
+    /// [`lambda_runtime::Context::deadline`]; `None`: no deadline). Returns once every frame
+    /// is posted and the turn saved (or dead-lettered): a Lambda function is frozen when its
+    /// handler returns.
+    pub async fn handle(
+        &self,
+        event: &ApiGatewayWebsocketProxyRequest,
+        deadline: Option<Instant>,
+    ) -> Result<Outcome, Error> {
+        let caller = Caller::of(event)?;
+        let connection =
+            self.callbacks
+                .connection(&caller.domain_name, &caller.stage, &caller.connection_id)?;
+        let outcome = self.answer(&caller, &connection, event, deadline).await;
+        // Saves and dead letters run in the pipeline's background tasks: finish them before
+        // the function is frozen.
+        self.pipeline.flush().await;
+        tracing::info!(
+            request_id = %caller.request_id,
+            connection = %caller.connection_id,
+            outcome = ?outcome,
+            "message handled"
+        );
+        Ok(outcome)
+    }
+
+    /// The Lambda function's response: 200 once the message is handled. Under the template's
+    /// asynchronous invocation nobody reads it; behind a synchronous proxy integration it
+    /// acknowledges the message.
+    pub async fn respond(
+        &self,
+        event: &ApiGatewayWebsocketProxyRequest,
+        deadline: Option<Instant>,
+    ) -> Result<ApiGatewayProxyResponse, Error> {
+        self.handle(event, deadline).await?;
+        let mut response = ApiGatewayProxyResponse::default();
+        response.status_code = 200;
+        Ok(response)
+    }
+
+    async fn answer(
+        &self,
+        caller: &Caller,
+        connection: &Connection,
+        event: &ApiGatewayWebsocketProxyRequest,
+        deadline: Option<Instant>,
+    ) -> Outcome {
+        let request_id = caller.request_id.as_str();
+        let text = match body_of(event, self.limits.max_message_bytes) {
+            Ok(text) => text,
+            Err(frame) => return self.refuse(connection, &frame, None, request_id).await,
+        };
+        let (question, id) = match read_message(&text) {
+            Ok(read) => read,
+            Err(frame) => {
+                let id = client_id_of(&text);
+                return self
+                    .refuse(connection, &frame, id.as_deref(), request_id)
+                    .await;
+            }
+        };
+        let id = id.as_deref();
+        let session = match caller.session() {
+            Ok(session) => session,
+            Err(e) => {
+                tracing::warn!(request_id, error = %e, "the caller's session is not valid");
+                let frame = Frame::error("the session is not valid");
+                return self.refuse(connection, &frame, id, request_id).await;
+            }
+        };
+        let mut ask = Ask::new(session.clone(), question.clone());
+        if let Some(user) = caller.user() {
+            ask = ask.with_user(user);
+        }
+        let mut out = Outbox::new(connection, id, request_id, self.limits.frames);
+        let hello = Frame::Session {
+            session_id: session.as_str().to_string(),
+        };
+        if let Err(e) = out.send(&hello).await {
+            // Nothing was asked yet: nothing to cancel or dead-letter.
+            tracing::warn!(request_id, error = %e, "the session frame could not be posted");
+            return match e {
+                PostError::Gone => Outcome::ClientLeft,
+                PostError::Failed { .. } => Outcome::Undeliverable,
+            };
+        }
+        let cutoff = deadline.map(|d| d - self.limits.deadline_margin);
+        let mut events = self.pipeline.ask(ask);
+        let stopped = pump(&mut out, &mut events, cutoff, request_id).await;
+        // Dropping the stream cancels the model call when the answer did not end.
+        drop(events);
+        match stopped {
+            Ok(outcome) => outcome,
+            Err(Stop::Post(PostError::Gone)) if !out.finished => {
+                tracing::info!(
+                    request_id,
+                    session = %session,
+                    "the client left mid-answer: the answer was cancelled and nothing saved"
+                );
+                Outcome::ClientLeft
+            }
+            Err(Stop::Post(e)) if out.finished => {
+                // The answer ended (and its turn was saved, or its failure dead-lettered by
+                // the pipeline); only its last frame did not reach the client.
+                tracing::warn!(request_id, error = %e, "the last frame could not be posted");
+                match e {
+                    PostError::Gone => Outcome::ClientLeft,
+                    PostError::Failed { .. } => Outcome::Undeliverable,
+                }
+            }
+            Err(Stop::Post(e)) => {
+                let retryable = matches!(
+                    e,
+                    PostError::Failed {
+                        retryable: true,
+                        ..
+                    }
+                );
+                tracing::error!(request_id, error = %e, "frames could not be posted: the answer was cancelled");
+                let error = Error::generation(
+                    format!("the answer could not be posted to the client: {e}"),
+                    retryable,
+                );
+                self.dead_letter(&session, question, error, out.streamed)
+                    .await;
+                Outcome::Undeliverable
+            }
+            Err(Stop::OutOfTime) => {
+                let after = cutoff
+                    .zip(deadline)
+                    .map(|(c, d)| d.saturating_duration_since(c))
+                    .unwrap_or_default();
+                tracing::error!(
+                    request_id,
+                    "the invocation's deadline came before the answer ended"
+                );
+                let frame = Frame::Error {
+                    message: "the answer took too long, try again".into(),
+                    retryable: true,
+                };
+                if let Err(e) = out.send(&frame).await {
+                    tracing::warn!(request_id, error = %e, "the error frame could not be posted");
+                }
+                let error = Error::Timeout {
+                    stage: Stage::Generation,
+                    after,
+                };
+                self.dead_letter(&session, question, error, out.streamed)
+                    .await;
+                Outcome::OutOfTime
+            }
+        }
+    }
+
+    /// Posts `frame` about a message that is not asked.
+    async fn refuse(
+        &self,
+        connection: &Connection,
+        frame: &Frame,
+        id: Option<&str>,
+        request_id: &str,
+    ) -> Outcome {
+        if let Frame::Error { message, .. } = frame {
+            tracing::info!(request_id, reason = %message, "message refused");
+        }
+        let json = Reply::new(frame, id, request_id).to_json();
+        if let Err(e) = connection.post(json).await {
+            tracing::warn!(request_id, error = %e, "the refusal could not be posted");
+        }
+        Outcome::Refused
+    }
+
+    async fn dead_letter(
+        &self,
+        session: &SessionId,
+        question: String,
+        error: Error,
+        partial: String,
+    ) {
+        self.dead_letters
+            .send(DeadLetter::AskFailed {
+                session: session.clone(),
+                question,
+                failure: Failure {
+                    error,
+                    stage: Stage::Generation,
+                    partial_answer: partial,
+                },
+            })
+            .await;
+    }
+}
+
+/// The message text of `event` (its body, base64-decoded when the event says so), or the
+/// `error` frame that says why it cannot be read.
+fn body_of(event: &ApiGatewayWebsocketProxyRequest, max: usize) -> Result<String, Frame> {
+    let body = event.body.as_deref().unwrap_or("");
+    let bytes = if event.is_base64_encoded {
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map_err(|_| Frame::error("malformed message (the body is not base64)"))?
+    } else {
+        body.as_bytes().to_vec()
+    };
+    if bytes.len() > max {
+        return Err(Frame::error(format!(
+            "{TOO_LARGE} ({} bytes; the limit is {max})",
+            bytes.len()
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| Frame::error("malformed message (not UTF-8 text)"))
+}
+
+/// Why the answer stopped before its stream ended.
+enum Stop {
+    Post(PostError),
+    OutOfTime,
+}
+
+impl From<PostError> for Stop {
+    fn from(e: PostError) -> Self {
+        Stop::Post(e)
+    }
+}
+
+/// Moves the answer's events to the connection until the stream ends.
+async fn pump(
+    out: &mut Outbox<'_>,
+    events: &mut rag_core::AnswerStream,
+    cutoff: Option<Instant>,
+    request_id: &str,
+) -> Result<Outcome, Stop> {
+    let mut outcome = Outcome::Failed;
+    loop {
+        let flush_at = out.flush_at();
+        tokio::select! {
+            biased;
+            () = sleep_until(cutoff) => return Err(Stop::OutOfTime),
+            () = sleep_until(flush_at) => out.flush().await?,
+            event = events.next() => match event {
+                None => return Ok(outcome),
+                Some(Event::Token(text)) => out.token(&text).await?,
+                Some(event) => {
+                    match &event {
+                        Event::Done(summary) => outcome = Outcome::Answered { saved: summary.saved },
+                        Event::Error(failure) => {
+                            // The raw error (the backend's words, with its ids and ARNs) is
+                            // for the log; the pipeline dead-letters the ask.
+                            tracing::warn!(
+                                request_id,
+                                stage = %failure.stage,
+                                error = %failure.error,
+                                "a question failed"
+                            );
+                            outcome = Outcome::Failed;
+                        }
+                        _ => {}
+                    }
+                    let terminal = matches!(event, Event::Done(_) | Event::Error(_));
+                    if let Some(frame) = Frame::of_event(event, |c| c) {
+                        out.send(&frame).await?;
+                    }
+                    out.finished |= terminal;
+                }
+            },
+        }
+    }
+}
+
+/// Sleeps until `at`; forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => futures::future::pending().await,
+    }
+}
+
+/// The frames of one answer on their way to the connection: tokens gathered into frames
+/// under the size limit and posted at a bounded rate.
+struct Outbox<'a> {
+    connection: &'a Connection,
+    id: Option<&'a str>,
+    request_id: &'a str,
+    limits: FrameLimits,
+    batcher: TokenBatcher,
+    full: Vec<String>,
+    last_token: Option<Instant>,
+    /// The answer's text so far, for a dead letter.
+    streamed: String,
+    /// Whether the terminal frame's event arrived.
+    finished: bool,
+}
+
+impl<'a> Outbox<'a> {
+    fn new(
+        connection: &'a Connection,
+        id: Option<&'a str>,
+        request_id: &'a str,
+        limits: FrameLimits,
+    ) -> Self {
+        let envelope = Reply::new(
+            &Frame::Token {
+                text: String::new(),
+            },
+            id,
+            request_id,
+        )
+        .to_json()
+        .len();
+        Outbox {
+            connection,
+            id,
+            request_id,
+            limits,
+            batcher: TokenBatcher::new(limits.max_frame_bytes.saturating_sub(envelope)),
+            full: Vec::new(),
+            last_token: None,
+            streamed: String::new(),
+            finished: false,
+        }
+    }
+
+    /// When the gathered text is due, if there is any.
+    fn flush_at(&self) -> Option<Instant> {
+        if self.batcher.is_empty() {
+            return None;
+        }
+        Some(match self.last_token {
+            Some(last) => last + self.limits.min_token_interval,
+            None => Instant::now(),
+        })
+    }
+
+    /// Adds a piece of the answer: full frames go out (each no sooner than the interval after
+    /// the last), the rest waits for [`Outbox::flush_at`].
+    async fn token(&mut self, text: &str) -> Result<(), PostError> {
+        self.streamed.push_str(text);
+        self.batcher.push(text, &mut self.full);
+        for piece in std::mem::take(&mut self.full) {
+            self.post_token(piece).await?;
+        }
+        match self.flush_at() {
+            Some(at) if at <= Instant::now() => self.flush().await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Posts the gathered text now, waiting out the interval first.
+    async fn flush(&mut self) -> Result<(), PostError> {
+        match self.batcher.take() {
+            Some(text) => self.post_token(text).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn post_token(&mut self, text: String) -> Result<(), PostError> {
+        if let Some(last) = self.last_token {
+            tokio::time::sleep_until(last + self.limits.min_token_interval).await;
+        }
+        self.last_token = Some(Instant::now());
+        self.post(&Frame::Token { text }).await
+    }
+
+    /// Posts `frame` after the text gathered before it.
+    async fn send(&mut self, frame: &Frame) -> Result<(), PostError> {
+        self.flush().await?;
+        match frame {
+            Frame::Sources { sources } => {
+                for part in self.split_sources(sources) {
+                    self.post(&Frame::Sources { sources: part }).await?;
+                }
+                Ok(())
+            }
+            frame => self.post(frame).await,
+        }
+    }
+
+    async fn post(&self, frame: &Frame) -> Result<(), PostError> {
+        let json = Reply::new(frame, self.id, self.request_id).to_json();
+        self.connection.post(json).await
+    }
+
+    /// `sources` in as few frames under the size limit as their JSON allows, in order (one
+    /// frame unless the list is very long); a citation too large for a frame of its own is
+    /// sent without its title, then without its location.
+    fn split_sources(&self, sources: &[Citation]) -> Vec<Vec<Citation>> {
+        let max = self.limits.max_frame_bytes;
+        let size = |part: &[Citation]| {
+            Reply::new(
+                &Frame::Sources {
+                    sources: part.to_vec(),
+                },
+                self.id,
+                self.request_id,
+            )
+            .to_json()
+            .len()
+        };
+        let mut parts: Vec<Vec<Citation>> = vec![Vec::new()];
+        for citation in sources {
+            let mut citation = citation.clone();
+            if size(std::slice::from_ref(&citation)) > max {
+                citation.title = None;
+            }
+            if size(std::slice::from_ref(&citation)) > max {
+                citation.uri = None;
+            }
+            let last = parts.last_mut().expect("never empty");
+            last.push(citation);
+            if last.len() > 1 && size(last) > max {
+                let citation = last.pop().expect("just pushed");
+                parts.push(vec![citation]);
+            }
+        }
+        parts
+    }
+}
