@@ -436,6 +436,47 @@ async fn dropping_the_stream_cancels_the_model_call_and_saves_nothing() {
     assert!(letters.is_empty(), "a cancellation is not a failure");
 }
 
+#[tokio::test]
+async fn the_stream_says_when_the_answer_is_complete_and_dropping_it_no_longer_cancels() {
+    let generator = ScriptedGenerator::counting(5);
+    let history = Arc::new(InMemoryHistory::new());
+    // A slow save: the caller stops between the answer's end and its Done.
+    let slow_writes = Delayed::new(Arc::clone(&history), Duration::ZERO)
+        .with_write_delay(Duration::from_millis(300));
+    let letters = Arc::new(InMemoryDeadLetters::new());
+    let pipeline = builder(&generator)
+        .with_history(slow_writes)
+        .with_dead_letters(letters.clone())
+        .build()
+        .unwrap();
+    let mut stream = pipeline.ask(ask("s1", "q"));
+    assert!(!stream.is_complete(), "nothing asked yet");
+    let mut tokens = 0;
+    while let Some(event) = stream.next().await {
+        if matches!(event, Event::Token(_)) {
+            tokens += 1;
+            assert!(!stream.is_complete(), "mid-answer, dropping still cancels");
+            if tokens == 5 {
+                break;
+            }
+        }
+    }
+    // The next poll ends the answer and arms the save; the save takes 300 ms.
+    let next = tokio::time::timeout(Duration::from_millis(100), stream.next()).await;
+    assert!(
+        !matches!(next, Ok(Some(Event::Done(_)))),
+        "Done waits for the slow save"
+    );
+    assert!(
+        stream.is_complete(),
+        "the answer is complete and its save armed"
+    );
+    drop(stream);
+    pipeline.flush().await;
+    assert_eq!(history.load(&session("s1"), 10).await.unwrap().len(), 1);
+    assert!(letters.is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_asks_on_one_session_both_save_once_and_sessions_stay_apart() {
     let generator = ScriptedGenerator::counting(20).with_delay(Duration::from_millis(1));

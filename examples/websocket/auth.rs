@@ -218,31 +218,6 @@ fn same_secret(given: &str, expected: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(*name, value.parse().unwrap());
-        }
-        map
-    }
-
-    #[test]
-    fn the_credential_comes_from_the_subprotocol_first_then_the_header() {
-        let both = headers(&[
-            ("sec-websocket-protocol", "rag.v1, bearer.abc.def"),
-            ("authorization", "Bearer other"),
-        ]);
-        assert_eq!(credential(&both).as_deref(), Some("abc.def"));
-        let header_only = headers(&[("authorization", "Bearer xyz")]);
-        assert_eq!(credential(&header_only).as_deref(), Some("xyz"));
-        let neither = headers(&[("sec-websocket-protocol", "rag.v1")]);
-        assert_eq!(credential(&neither), None);
-        assert_eq!(
-            credential(&headers(&[("authorization", "Basic xyz")])),
-            None
-        );
-    }
-
     #[test]
     fn identities_own_their_sessions_and_tell_the_retriever() {
         let user = Identity::User {

@@ -81,7 +81,8 @@ pub enum AuthorizerError {
         /// Why, for the log; never sent to the client.
         reason: String,
     },
-    /// The event cannot be answered (it has no `methodArn`): API Gateway answers 500.
+    /// The event cannot be answered (it has no `methodArn`), or the token cannot be checked
+    /// (the signing keys could not be fetched): API Gateway answers 500.
     BadEvent(String),
 }
 
@@ -269,6 +270,16 @@ impl Authorizer {
             Err(e) if e.kind() == JwtErrorKind::Forbidden => {
                 return Ok(deny(DENIED_PRINCIPAL, &method_arn, e.message()));
             }
+            // The keys could not be fetched (Cognito unreachable) or the verifier is
+            // misconfigured: the token may well be good, so this is the service's failure
+            // (500), not the user's (401).
+            Err(e) if matches!(e.kind(), JwtErrorKind::Jwks | JwtErrorKind::Config) => {
+                tracing::error!(error = %e.message(), "the token could not be checked");
+                return Err(AuthorizerError::BadEvent(format!(
+                    "the token could not be checked: {}",
+                    e.message()
+                )));
+            }
             Err(e) => return Err(refuse(e.message().to_string())),
         };
         let owner = match Owner::new(claims.sub.as_str()) {
@@ -356,12 +367,12 @@ fn allow(
     }
     let mut context = serde_json::Map::new();
     context.insert(CONTEXT_GROUPS.into(), Value::String(groups.join(",")));
-    if let Some(session) = session {
-        context.insert(
-            CONTEXT_SESSION.into(),
-            Value::String(session.as_str().into()),
-        );
-    }
+    // Always set, empty for a new conversation: the `$default` request template reads
+    // `$context.authorizer.session` whether or not there is one.
+    context.insert(
+        CONTEXT_SESSION.into(),
+        Value::String(session.map(|s| s.as_str().to_string()).unwrap_or_default()),
+    );
     tracing::info!(principal = %claims.sub, session = ?session.map(SessionId::as_str), "allowed");
     let mut response = ApiGatewayCustomAuthorizerResponse::default();
     response.principal_id = Some(claims.sub.clone());

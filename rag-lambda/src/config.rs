@@ -74,8 +74,15 @@ impl AskConfig {
     /// Reads the settings with `var` (the environment, or a test's map).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let model_id = require(&var, "RAG_MODEL_ID")?;
-        if let Err(e) = ModelProfile::for_model_id(&model_id) {
-            return Err(Error::config(format!("RAG_MODEL_ID: {e}")));
+        match ModelProfile::for_model_id(&model_id) {
+            Err(e) => return Err(Error::config(format!("RAG_MODEL_ID: {e}"))),
+            // The answer is streamed to the client, so the model must stream.
+            Ok(profile) if !profile.streams => {
+                return Err(Error::config(format!(
+                    "RAG_MODEL_ID {model_id:?} does not stream its answers on Bedrock"
+                )))
+            }
+            Ok(_) => {}
         }
         let retriever = match (
             read(&var, "RAG_KNOWLEDGE_BASE_ID"),
@@ -234,6 +241,12 @@ mod tests {
                 .to_string();
             assert!(error.contains(missing), "{missing}: {error}");
         }
+        let mut not_streaming = FULL.to_vec();
+        not_streaming[0] = ("RAG_MODEL_ID", "meta.llama4-maverick-17b-instruct-v1:0");
+        let error = AskConfig::from_vars(vars(&not_streaming))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("does not stream"), "{error}");
         let mut unknown = FULL.to_vec();
         unknown[0] = ("RAG_MODEL_ID", "acme.unknown-model-v1");
         let error = AskConfig::from_vars(vars(&unknown))

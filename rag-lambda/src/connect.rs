@@ -10,8 +10,9 @@
 //! A status other than 2xx refuses the connection.
 //!
 //! Nothing can be posted to a connection during its `$connect` (it is not open yet: a post
-//! gets `410 GoneException`), so the conversation's `session` frame is sent with each
-//! answer instead.
+//! gets `410 GoneException`, "How do I troubleshoot 410 Gone errors in API Gateway?",
+//! <https://repost.aws/knowledge-center/410-gone-api-gateway>), so the conversation's
+//! `session` frame is sent with each answer instead.
 //!
 //! `$disconnect` is logged with its status code and reason; it holds no state to clean up,
 //! since a connection's conversation lives in the history table.

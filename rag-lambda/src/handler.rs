@@ -68,6 +68,7 @@ impl Default for HandlerLimits {
 
 /// What became of one message, for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// The answer streamed to its `done` frame.
     Answered {
@@ -79,9 +80,11 @@ pub enum Outcome {
     /// The message was not a question that could be asked (malformed, too large, a bad
     /// session); the client got an `error` frame saying why.
     Refused,
-    /// The client left mid-answer: the answer was cancelled and nothing was saved.
+    /// The client left mid-answer: the answer was cancelled and nothing was saved (or, when
+    /// it left during the last frames, the complete answer was saved).
     ClientLeft,
-    /// Frames could not be posted; the answer was cancelled and the ask dead-lettered.
+    /// Frames could not be posted: the answer was cancelled and the ask dead-lettered (or,
+    /// when only the last frames failed, the complete answer was saved).
     Undeliverable,
     /// The invocation's deadline came before the answer ended; it was dead-lettered.
     OutOfTime,
@@ -133,7 +136,9 @@ impl Caller {
                 .get(key)
                 .and_then(Value::as_str)
                 .map(str::trim)
-                .filter(|v| !v.is_empty())
+                // An empty value, or the request template's `$context.authorizer.<key>` left
+                // as it is when the authorizer did not set the key, is no value.
+                .filter(|v| !v.is_empty() && !v.starts_with("$context."))
                 .map(str::to_string)
         };
         Ok(Caller {
@@ -195,10 +200,32 @@ impl AskHandler {
         }
     }
 
-    /// Replaces the default limits.
-    pub fn with_limits(mut self, limits: HandlerLimits) -> Self {
+    /// Replaces the default limits; limits no frame could keep are an
+    /// [`Error::InvalidInput`]: `max_frame_bytes` from 1,024 to 131,072 (PostToConnection's
+    /// largest message), a `min_token_interval` of at most 10 s, a `max_message_bytes` of at
+    /// least 1.
+    pub fn with_limits(mut self, limits: HandlerLimits) -> Result<Self, Error> {
+        let frame = limits.frames.max_frame_bytes;
+        if !(1_024..=131_072).contains(&frame) {
+            return Err(Error::invalid_input(
+                "limits.frames.max_frame_bytes",
+                format!("is {frame}; it must be from 1,024 to 131,072 bytes"),
+            ));
+        }
+        if limits.frames.min_token_interval > Duration::from_secs(10) {
+            return Err(Error::invalid_input(
+                "limits.frames.min_token_interval",
+                "must be at most 10 s",
+            ));
+        }
+        if limits.max_message_bytes == 0 {
+            return Err(Error::invalid_input(
+                "limits.max_message_bytes",
+                "must be at least 1",
+            ));
+        }
         self.limits = limits;
-        self
+        Ok(self)
     }
 
     /// The pipeline.
@@ -285,36 +312,51 @@ impl AskHandler {
             session_id: session.as_str().to_string(),
         };
         if let Err(e) = out.send(&hello).await {
-            // Nothing was asked yet: nothing to cancel or dead-letter.
-            tracing::warn!(request_id, error = %e, "the session frame could not be posted");
+            // Nothing was asked yet: nothing to cancel. A client that left asks nothing; any
+            // other failure loses a question, so it is dead-lettered.
             return match e {
-                PostError::Gone => Outcome::ClientLeft,
-                PostError::Failed { .. } => Outcome::Undeliverable,
+                PostError::Gone => {
+                    tracing::info!(request_id, "the client left before its answer began");
+                    Outcome::ClientLeft
+                }
+                PostError::Failed { retryable, .. } => {
+                    tracing::error!(request_id, error = %e, "the session frame could not be posted");
+                    let error = Error::generation(
+                        format!("the answer could not be posted to the client: {e}"),
+                        retryable,
+                    );
+                    self.dead_letter(&session, question, error, String::new())
+                        .await;
+                    Outcome::Undeliverable
+                }
             };
         }
         let cutoff = deadline.map(|d| d - self.limits.deadline_margin);
         let mut events = self.pipeline.ask(ask);
         let stopped = pump(&mut out, &mut events, cutoff, request_id).await;
+        // Past this point dropping the stream cancels nothing: the turn is saved (or
+        // dead-lettered by the pipeline), so the handler must not dead-letter it again.
+        let complete = events.is_complete();
         // Dropping the stream cancels the model call when the answer did not end.
         drop(events);
         match stopped {
             Ok(outcome) => outcome,
-            Err(Stop::Post(PostError::Gone)) if !out.finished => {
+            Err(Stop::Post(e)) if complete => {
+                // The answer is complete (its turn saved or being saved, or its failure
+                // dead-lettered by the pipeline); only its last frames did not reach the client.
+                tracing::warn!(request_id, error = %e, "the last frames of a complete answer could not be posted");
+                match e {
+                    PostError::Gone => Outcome::ClientLeft,
+                    PostError::Failed { .. } => Outcome::Undeliverable,
+                }
+            }
+            Err(Stop::Post(PostError::Gone)) => {
                 tracing::info!(
                     request_id,
                     session = %session,
                     "the client left mid-answer: the answer was cancelled and nothing saved"
                 );
                 Outcome::ClientLeft
-            }
-            Err(Stop::Post(e)) if out.finished => {
-                // The answer ended (and its turn was saved, or its failure dead-lettered by
-                // the pipeline); only its last frame did not reach the client.
-                tracing::warn!(request_id, error = %e, "the last frame could not be posted");
-                match e {
-                    PostError::Gone => Outcome::ClientLeft,
-                    PostError::Failed { .. } => Outcome::Undeliverable,
-                }
             }
             Err(Stop::Post(e)) => {
                 let retryable = matches!(
@@ -431,26 +473,31 @@ impl From<PostError> for Stop {
     }
 }
 
-/// Moves the answer's events to the connection until the stream ends.
+/// Moves the answer's events to the connection until its terminal event is posted.
+///
+/// The deadline stops only an answer that is not complete yet: once it is, the turn is
+/// being saved (bounded by the pipeline's save timeout) and only its last frames remain.
 async fn pump(
     out: &mut Outbox<'_>,
     events: &mut rag_core::AnswerStream,
     cutoff: Option<Instant>,
     request_id: &str,
 ) -> Result<Outcome, Stop> {
-    let mut outcome = Outcome::Failed;
     loop {
         let flush_at = out.flush_at();
+        let racing_the_deadline = cutoff.is_some() && !events.is_complete();
         tokio::select! {
             biased;
-            () = sleep_until(cutoff) => return Err(Stop::OutOfTime),
+            () = sleep_until(cutoff), if racing_the_deadline => return Err(Stop::OutOfTime),
             () = sleep_until(flush_at) => out.flush().await?,
             event = events.next() => match event {
-                None => return Ok(outcome),
+                // The stream ends after its terminal event; this is only reached if it did not
+                // send one, which the pipeline never does.
+                None => return Ok(Outcome::Failed),
                 Some(Event::Token(text)) => out.token(&text).await?,
                 Some(event) => {
-                    match &event {
-                        Event::Done(summary) => outcome = Outcome::Answered { saved: summary.saved },
+                    let outcome = match &event {
+                        Event::Done(summary) => Some(Outcome::Answered { saved: summary.saved }),
                         Event::Error(failure) => {
                             // The raw error (the backend's words, with its ids and ARNs) is
                             // for the log; the pipeline dead-letters the ask.
@@ -460,15 +507,20 @@ async fn pump(
                                 error = %failure.error,
                                 "a question failed"
                             );
-                            outcome = Outcome::Failed;
+                            Some(Outcome::Failed)
                         }
-                        _ => {}
-                    }
-                    let terminal = matches!(event, Event::Done(_) | Event::Error(_));
+                        Event::Warning(warning) => {
+                            tracing::warn!(request_id, warning = %warning, "a warning");
+                            None
+                        }
+                        _ => None,
+                    };
                     if let Some(frame) = Frame::of_event(event, |c| c) {
                         out.send(&frame).await?;
                     }
-                    out.finished |= terminal;
+                    if let Some(outcome) = outcome {
+                        return Ok(outcome);
+                    }
                 }
             },
         }
@@ -495,8 +547,6 @@ struct Outbox<'a> {
     last_token: Option<Instant>,
     /// The answer's text so far, for a dead letter.
     streamed: String,
-    /// Whether the terminal frame's event arrived.
-    finished: bool,
 }
 
 impl<'a> Outbox<'a> {
@@ -524,7 +574,6 @@ impl<'a> Outbox<'a> {
             full: Vec::new(),
             last_token: None,
             streamed: String::new(),
-            finished: false,
         }
     }
 
@@ -565,8 +614,11 @@ impl<'a> Outbox<'a> {
         if let Some(last) = self.last_token {
             tokio::time::sleep_until(last + self.limits.min_token_interval).await;
         }
+        let posted = self.post(&Frame::Token { text }).await;
+        // Counted from when the post returned, so the client sees the frames at least the
+        // interval apart however long each post took.
         self.last_token = Some(Instant::now());
-        self.post(&Frame::Token { text }).await
+        posted
     }
 
     /// Posts `frame` after the text gathered before it.

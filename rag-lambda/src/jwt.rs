@@ -386,8 +386,12 @@ impl JwtVerifier {
         keys.refreshed_for_unknown_kid = Some(Instant::now());
         match fetched {
             Ok(fetched) => keys.by_kid = fetched,
-            // The keys held stay in use; the client is told only that its key is unknown.
-            Err(e) => tracing::warn!(error = %e, "JWKS refresh failed"),
+            Err(e) => {
+                // The keys held stay in use. A token whose key is not among them may be good:
+                // the failure is the service's (a JWKS error), not the token's.
+                tracing::warn!(error = %e, "JWKS refresh failed");
+                return keys.by_kid.get(kid).cloned().ok_or(e);
+            }
         }
         keys.by_kid.get(kid).cloned().ok_or_else(unknown)
     }

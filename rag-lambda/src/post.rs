@@ -14,7 +14,9 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use aws_config::timeout::TimeoutConfig;
 use aws_config::SdkConfig;
 use aws_sdk_apigatewaymanagement::error::SdkError;
 use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectionError;
@@ -90,6 +92,7 @@ impl Callbacks {
             .or_insert_with(|| {
                 let config = aws_sdk_apigatewaymanagement::config::Builder::from(&self.config)
                     .endpoint_url(&endpoint)
+                    .timeout_config(post_timeouts())
                     .build();
                 Client::from_conf(config)
             })
@@ -99,6 +102,15 @@ impl Callbacks {
             id: connection_id.to_string(),
         })
     }
+}
+
+/// A post may take 3 s per attempt and 8 s in all, retries included: a hung post must not
+/// hold the answer (and the Lambda invocation) until the function's timeout.
+fn post_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .operation_attempt_timeout(Duration::from_secs(3))
+        .operation_timeout(Duration::from_secs(8))
+        .build()
 }
 
 /// `https://{domain_name}/{stage}`, once both are checked to be what API Gateway sends.
@@ -155,6 +167,8 @@ impl Connection {
             Ok(_) => Ok(()),
             Err(SdkError::ServiceError(e)) => Err(match e.err() {
                 PostToConnectionError::GoneException(_) => PostError::Gone,
+                // A 410 whose error code could not be read is the same answer.
+                _ if e.raw().status().as_u16() == 410 => PostError::Gone,
                 PostToConnectionError::LimitExceededException(e) => PostError::Failed {
                     message: format!("LimitExceededException: {}", e.message().unwrap_or("")),
                     retryable: true,

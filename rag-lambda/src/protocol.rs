@@ -28,7 +28,7 @@
 //! assert_eq!(json, r#"{"type":"token","text":"Retrieval","id":"q1","request_id":"r-1"}"#);
 //! ```
 
-use rag_core::{Citation, Error, Event, StopReason, TurnId, Usage};
+use rag_core::{Citation, Error, Event, StopReason, TurnId, Usage, Warning};
 use serde::{Deserialize, Serialize};
 
 /// The `error` frame's message for questions a stopping server will not answer.
@@ -163,7 +163,7 @@ impl Frame {
             },
             Event::Token(text) => Frame::Token { text },
             Event::Warning(warning) => Frame::Warning {
-                message: warning.to_string(),
+                message: plain_warning(&warning),
             },
             Event::Done(summary) => Frame::Done {
                 turn_id: summary.turn_id,
@@ -207,6 +207,42 @@ impl<'a> Reply<'a> {
                 r#"{{"type":"error","message":"frame not serializable: {e}","retryable":false}}"#
             )
         })
+    }
+}
+
+/// The plain words a client is told for a warning: what it means for the answer, never the
+/// backend's message (log the warning itself).
+pub fn plain_warning(warning: &Warning) -> String {
+    match warning {
+        Warning::HistoryUnavailable(_) => {
+            "the conversation history could not be read: this answer does not build on it".into()
+        }
+        Warning::TurnNotSaved(_) => {
+            "this answer could not be saved to the conversation history".into()
+        }
+        Warning::QueryTruncated {
+            original_chars,
+            sent_chars,
+            ..
+        } => format!(
+            "the search used the first {sent_chars} of the question's {original_chars} characters"
+        ),
+        Warning::PromptShortened {
+            passages_kept,
+            turns_kept,
+            ..
+        } => format!(
+            "the prompt was too long for the model: it was sent again with {passages_kept} \
+             passages and {turns_kept} earlier turns"
+        ),
+        Warning::CountUnavailable(_) => {
+            "the model's token count was unavailable, so an estimate kept the prompt in bounds"
+                .into()
+        }
+        Warning::QueryRewriteFailed(_) => {
+            "the follow-up could not be rewritten: the search used the question as asked".into()
+        }
+        _ => "something did not go as planned, but the answer goes on".into(),
     }
 }
 
@@ -273,6 +309,24 @@ mod tests {
             plain_message(&Error::invalid_input("question", "must not be empty")),
             "the question is not valid: it must not be empty"
         );
+    }
+
+    #[test]
+    fn warnings_are_told_in_plain_words_without_the_backends_message() {
+        let raw = "AccessDeniedException: arn:aws:dynamodb:us-east-1:123456789012:table/chat";
+        for warning in [
+            Warning::HistoryUnavailable(Error::history(raw, false)),
+            Warning::TurnNotSaved(Error::history(raw, true)),
+            Warning::CountUnavailable(Error::generation(raw, false)),
+            Warning::QueryRewriteFailed(Error::generation(raw, true)),
+            Warning::Other(raw.into()),
+        ] {
+            let Some(Frame::Warning { message }) = Frame::of_event(Event::Warning(warning), |c| c)
+            else {
+                panic!("a warning frame");
+            };
+            assert!(!message.contains("123456789012"), "{message}");
+        }
     }
 
     #[test]

@@ -13,8 +13,10 @@
 //!
 //! `session` is the id alone for a session without an owner, `{"id","owner"}` with one. The
 //! `kind` is also sent as the message attribute `kind`, so a consumer can filter without
-//! parsing. A body over [`MAX_BODY_BYTES`] has its longest text (the partial answer, or the
-//! turn's answer) cut, and says `"truncated":true`.
+//! parsing. A letter over [`MAX_MESSAGE_BYTES`] has its longest text (the partial answer, or
+//! the turn's answer) cut, and says `"truncated":true`. The two characters JSON leaves as they
+//! are but SQS refuses, U+FFFE and U+FFFF, are sent escaped (`\ufffe`), so they read back
+//! unchanged.
 
 use std::fmt;
 
@@ -24,10 +26,20 @@ use aws_sdk_sqs::Client;
 use rag_core::{DeadLetter, DeadLetterSink};
 use serde_json::{json, Value};
 
-/// The largest message body sent: 256 KiB, Amazon SQS's message size quota
-/// ("Amazon SQS message quotas",
-/// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-messages.html>).
-pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// The largest message sent, body and attributes together: 256 KiB, Amazon SQS's message
+/// size quota ("Amazon SQS message quotas",
+/// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-messages.html>;
+/// the attributes' names, types and values count toward it: `MessageAttributeValue`,
+/// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_MessageAttributeValue.html>).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// The name of the message attribute that carries the letter's `kind`.
+const KIND_ATTRIBUTE: &str = "kind";
+
+/// The bytes of the `kind` attribute of a letter of `kind`: its name, type and value.
+fn attribute_bytes(kind: &str) -> usize {
+    KIND_ATTRIBUTE.len() + "String".len() + kind.len()
+}
 
 /// Sends each dead letter to an SQS queue with SendMessage.
 ///
@@ -63,18 +75,19 @@ impl SqsDeadLetterSink {
     }
 }
 
-/// The JSON body of `letter`, at most [`MAX_BODY_BYTES`] long: when the whole letter is
-/// longer, as much of its long text as fits (found by bisection, since escapes make the
-/// JSON longer than the text by a varying amount).
+/// The JSON body of `letter`, which with its `kind` attribute fits [`MAX_MESSAGE_BYTES`]:
+/// when the whole letter is longer, as much of its long text as fits (found by bisection,
+/// since escapes make the JSON longer than the text by a varying amount).
 pub fn letter_body(letter: &DeadLetter) -> String {
+    let budget = MAX_MESSAGE_BYTES - attribute_bytes(kind(letter));
     let (body, long) = letter_json(letter, usize::MAX);
-    let whole = body.to_string();
-    let Some(long) = long.filter(|_| whole.len() > MAX_BODY_BYTES) else {
+    let whole = render(&body);
+    let Some(long) = long.filter(|_| whole.len() > budget) else {
         return whole;
     };
     let fits = |keep: usize| {
-        let text = letter_json(letter, keep).0.to_string();
-        (text.len() <= MAX_BODY_BYTES).then_some(text)
+        let text = render(&letter_json(letter, keep).0);
+        (text.len() <= budget).then_some(text)
     };
     let (mut lo, mut hi) = (0, long);
     while lo < hi {
@@ -85,7 +98,21 @@ pub fn letter_body(letter: &DeadLetter) -> String {
             hi = mid - 1;
         }
     }
-    fits(lo).unwrap_or_else(|| letter_json(letter, 0).0.to_string())
+    fits(lo).unwrap_or_else(|| render(&letter_json(letter, 0).0))
+}
+
+/// `body` as JSON text SQS accepts: its allowed characters are #x9, #xA, #xD, #x20 to #xD7FF,
+/// #xE000 to #xFFFD and #x10000 to #x10FFFF (SendMessage, `MessageBody`,
+/// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html>).
+/// serde_json escapes every control character, which leaves U+FFFE and U+FFFF; they can only
+/// be inside strings, where their escapes mean the same.
+fn render(body: &Value) -> String {
+    let text = body.to_string();
+    if !text.contains(['\u{FFFE}', '\u{FFFF}']) {
+        return text;
+    }
+    text.replace('\u{FFFE}', "\\ufffe")
+        .replace('\u{FFFF}', "\\uffff")
 }
 
 /// The body, with the long text kept to `keep` bytes; and that text's whole length.
@@ -169,7 +196,7 @@ impl DeadLetterSink for SqsDeadLetterSink {
             .queue_url(&self.queue_url)
             .message_body(&body);
         if let Ok(attribute) = attribute {
-            request = request.message_attributes("kind", attribute);
+            request = request.message_attributes(KIND_ATTRIBUTE, attribute);
         }
         match request.send().await {
             Ok(sent) => tracing::info!(
@@ -242,7 +269,8 @@ mod tests {
         // Quotes double in JSON, so the cut must allow for escapes.
         let partial = "\"é".repeat(200_000);
         let text = letter_body(&failed(partial.clone()));
-        assert!(text.len() <= MAX_BODY_BYTES, "{}", text.len());
+        let budget = MAX_MESSAGE_BYTES - attribute_bytes("ask_failed");
+        assert!(text.len() <= budget, "{}", text.len());
         let body: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(body["truncated"], true);
         let kept = body["partial_answer"].as_str().unwrap();
@@ -252,6 +280,21 @@ mod tests {
             kept.len()
         );
         // As much as fits: a little more would not.
-        assert!(text.len() > MAX_BODY_BYTES - 8, "{}", text.len());
+        assert!(text.len() > budget - 8, "{}", text.len());
+    }
+
+    #[test]
+    fn characters_sqs_refuses_are_sent_escaped_and_read_back_unchanged() {
+        let mut letter = failed("ok".into());
+        if let DeadLetter::AskFailed { question, .. } = &mut letter {
+            *question = "non-characters \u{FFFE} and \u{FFFF}, a NUL \u{0}".into();
+        }
+        let text = letter_body(&letter);
+        assert!(!text.contains(['\u{FFFE}', '\u{FFFF}', '\u{0}']), "{text}");
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            body["question"],
+            "non-characters \u{FFFE} and \u{FFFF}, a NUL \u{0}"
+        );
     }
 }

@@ -265,7 +265,11 @@ async fn a_valid_subprotocol_token_is_allowed_with_its_user_groups_and_session()
     )
     .await
     .expect("allowed");
-    assert_eq!(answer["context"], json!({"groups": "eng,ops"}));
+    // `session` is always set, empty for a new conversation: the request template reads it.
+    assert_eq!(
+        answer["context"],
+        json!({"groups": "eng,ops", "session": ""})
+    );
     assert_eq!(
         keys.hits.load(Ordering::SeqCst),
         1,
@@ -286,7 +290,7 @@ async fn an_authorization_header_is_accepted_too() {
     .expect("allowed");
     assert_eq!(effect(&answer), "Allow");
     assert_eq!(answer["principalId"], "bob-sub");
-    assert_eq!(answer["context"], json!({"groups": ""}));
+    assert_eq!(answer["context"], json!({"groups": "", "session": ""}));
 }
 
 #[tokio::test]
@@ -446,5 +450,31 @@ async fn a_group_whose_name_holds_the_separator_or_a_quote_is_left_out() {
     assert_eq!(
         answer["context"]["groups"], "eng",
         "`staff,admin` must not read back as the group admin"
+    );
+}
+
+#[tokio::test]
+async fn keys_that_cannot_be_fetched_fail_the_service_not_the_user() {
+    // Nothing listens on port 9 of loopback: Cognito is unreachable.
+    let verifier = JwtVerifier::new(JwtConfig {
+        jwks_url: "http://127.0.0.1:9/.well-known/jwks.json".to_string(),
+        issuer: ISSUER.to_string(),
+        client_ids: vec![CLIENT.to_string()],
+        token_use: TokenUse::Id,
+        leeway: Duration::from_secs(5),
+        refresh_interval: Duration::from_secs(60),
+    })
+    .expect("a verifier");
+    let authorizer = Authorizer::new(verifier);
+    let protocols = subprotocols(&token_for("carol-sub", &["eng"]));
+    let error = authorize(
+        &authorizer,
+        connect_event(&[("Sec-WebSocket-Protocol", &protocols)], &[]),
+    )
+    .await
+    .expect_err("not allowed");
+    assert!(
+        matches!(error, AuthorizerError::BadEvent(_)),
+        "a 500, not Unauthorized: {error:?}"
     );
 }

@@ -64,8 +64,28 @@ struct Rig {
     queue_url: String,
 }
 
+/// The limits the tests hold the handler to.
+fn limits() -> HandlerLimits {
+    HandlerLimits {
+        frames: FrameLimits {
+            max_frame_bytes: MAX_FRAME,
+            min_token_interval: INTERVAL,
+        },
+        ..HandlerLimits::default()
+    }
+}
+
 impl Rig {
     async fn start(model: Vec<Reply>, kb: Vec<Reply>, answer: Answer) -> Rig {
+        Rig::start_with(model, kb, answer, limits()).await
+    }
+
+    async fn start_with(
+        model: Vec<Reply>,
+        kb: Vec<Reply>,
+        answer: Answer,
+        limits: HandlerLimits,
+    ) -> Rig {
         let moto = support::sdk_config(&support::moto_endpoint());
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let table = format!("lambda-{suffix}");
@@ -116,14 +136,9 @@ impl Rig {
         let connections = Connections::start(answer).await;
         let callbacks = Callbacks::new(&support::sdk_config(&connections.url()))
             .with_endpoint(connections.url());
-        let handler =
-            AskHandler::new(pipeline, callbacks, dead_letters).with_limits(HandlerLimits {
-                frames: FrameLimits {
-                    max_frame_bytes: MAX_FRAME,
-                    min_token_interval: INTERVAL,
-                },
-                ..HandlerLimits::default()
-            });
+        let handler = AskHandler::new(pipeline, callbacks, dead_letters)
+            .with_limits(limits)
+            .unwrap();
         Rig {
             handler,
             connections,
@@ -259,8 +274,8 @@ async fn frames_arrive_in_order_under_the_size_limit_with_one_terminal_frame_and
         (3..=12).contains(&token_frames),
         "402 pieces gathered into {token_frames} frames"
     );
-    // Token frames are posted at least the interval apart (less a margin for the loopback's
-    // own delays).
+    // Token frames arrive at least the interval apart: it is counted from when the previous
+    // post returned.
     let token_posts: Vec<_> = posts
         .iter()
         .zip(&frames)
@@ -269,7 +284,7 @@ async fn frames_arrive_in_order_under_the_size_limit_with_one_terminal_frame_and
         .collect();
     for pair in token_posts.windows(2) {
         let gap = pair[1] - pair[0];
-        assert!(gap >= INTERVAL / 2, "token frames {gap:?} apart");
+        assert!(gap >= INTERVAL, "token frames {gap:?} apart");
     }
     let done = frames.last().unwrap();
     assert_eq!(done["saved"], true);
@@ -413,7 +428,17 @@ async fn the_invocation_deadline_stops_the_answer_tells_the_client_and_dead_lett
         .map(Part::Bytes)
         .collect();
     parts.push(Part::Stall);
-    let rig = Rig::start(vec![Reply::Stream(parts)], vec![passages()], Answer::Accept).await;
+    let margin = Duration::from_millis(500);
+    let rig = Rig::start_with(
+        vec![Reply::Stream(parts)],
+        vec![passages()],
+        Answer::Accept,
+        HandlerLimits {
+            deadline_margin: margin,
+            ..limits()
+        },
+    )
+    .await;
     let event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(message_event(
         "conn-5=",
         &question("What is Lambda?", "q5"),
@@ -421,18 +446,121 @@ async fn the_invocation_deadline_stops_the_answer_tells_the_client_and_dead_lett
         "",
     ))
     .unwrap();
-    let deadline = tokio::time::Instant::now()
-        + HandlerLimits::default().deadline_margin
-        + Duration::from_secs(1);
+    // The answer is stopped 500 ms before the deadline, 2.5 s from now.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     let outcome = rig.handler.handle(&event, Some(deadline)).await.unwrap();
     assert_eq!(outcome, Outcome::OutOfTime);
     let frames = rig.connections.frames();
+    let kinds = types(&frames);
+    assert_eq!(kinds, ["session", "sources", "token", "error"]);
     let last = frames.last().unwrap();
-    assert_eq!(last["type"], "error");
+    assert_eq!(last["message"], "the answer took too long, try again");
     assert_eq!(last["retryable"], true);
     let letters = rig.dead_letters().await;
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0]["partial_answer"], "Lambda");
+    assert!(rig.turns("conn-5=", "user-5").await.is_empty());
+    assert_eq!(rig.model.open_streams(), 0, "the model stream is closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_answer_whose_last_frame_is_refused_is_saved_once_and_not_dead_lettered() {
+    // session, sources and the one token frame are accepted; `done` is refused.
+    for answer in [Answer::ForbiddenAfter(3), Answer::GoneAfter(3)] {
+        let rig = Rig::start(
+            vec![Reply::frames(converse_answer(
+                &["Lambda runs code."],
+                "end_turn",
+                usage(),
+            ))],
+            vec![passages()],
+            answer,
+        )
+        .await;
+        let outcome = rig
+            .handle(message_event(
+                "conn-9=",
+                &question("What is Lambda?", "q9"),
+                "user-9",
+                "",
+            ))
+            .await;
+        let expected = match answer {
+            Answer::GoneAfter(_) => Outcome::ClientLeft,
+            _ => Outcome::Undeliverable,
+        };
+        assert_eq!(outcome, expected, "{answer:?}");
+        assert_eq!(
+            types(&rig.connections.frames()),
+            ["session", "sources", "token"]
+        );
+        assert_eq!(rig.connections.refused(), 1, "one refused post: done");
+        let turns = rig.turns("conn-9=", "user-9").await;
+        assert_eq!(
+            turns.len(),
+            1,
+            "{answer:?}: the complete answer is saved once"
+        );
+        assert_eq!(turns[0].answer, "Lambda runs code.");
+        assert!(
+            rig.dead_letters().await.is_empty(),
+            "{answer:?}: a saved answer is not dead-lettered"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_frame_that_cannot_be_posted_leaves_one_dead_letter() {
+    // The pipeline dead-letters the failed ask; the refused error frame adds none.
+    let rig = Rig::start(
+        vec![Reply::error(400, "ValidationException", "bad request")],
+        vec![passages()],
+        Answer::ForbiddenAfter(2),
+    )
+    .await;
+    let outcome = rig
+        .handle(message_event(
+            "conn-10=",
+            &question("What is Lambda?", "q10"),
+            "user-10",
+            "",
+        ))
+        .await;
+    assert_eq!(outcome, Outcome::Undeliverable);
+    assert_eq!(types(&rig.connections.frames()), ["session", "sources"]);
+    let letters = rig.dead_letters().await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert!(letters[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("ValidationException"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_without_a_resumed_session_is_its_own_conversation() {
+    // The request template leaves `$context.authorizer.session` as it is when the authorizer
+    // did not set it: that is no session, not a session id.
+    let rig = Rig::start(
+        vec![Reply::frames(converse_answer(
+            &["Hi."],
+            "end_turn",
+            usage(),
+        ))],
+        vec![passages()],
+        Answer::Accept,
+    )
+    .await;
+    let outcome = rig
+        .handle(message_event(
+            "conn-11=",
+            &question("What is Lambda?", "q11"),
+            "user-11",
+            "$context.authorizer.session",
+        ))
+        .await;
+    assert_eq!(outcome, Outcome::Answered { saved: true });
+    assert_eq!(rig.connections.frames()[0]["session_id"], "conn-11=");
+    assert_eq!(rig.turns("conn-11=", "user-11").await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -468,6 +596,10 @@ async fn bad_messages_get_an_error_frame_and_cost_no_backend_call() {
     assert_eq!(outcome, Outcome::Failed);
     assert_eq!(rig.model.hits() + rig.kb.hits(), 0);
     assert!(rig.turns("conn-6=", "user-6").await.is_empty());
+    // The refused messages were never asked; the empty question is one failed ask.
+    let letters = rig.dead_letters().await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["stage"], rag_core::Stage::Input.to_string());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
@@ -34,6 +34,8 @@ pub struct Recorded {
     pub path: String,
     pub headers: hyper::HeaderMap,
     pub body: Vec<u8>,
+    /// When the whole request had arrived.
+    pub at: Instant,
 }
 
 impl Recorded {
@@ -202,6 +204,7 @@ async fn handle(
             path: parts.uri.path().to_owned(),
             headers: parts.headers,
             body: body.to_vec(),
+            at: Instant::now(),
         });
         state.script.pop_front()
     };

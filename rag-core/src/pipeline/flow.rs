@@ -27,7 +27,11 @@ use crate::types::{
 /// much: to 85% of its budget.
 const SHRINK_PER_MILLE: usize = 850;
 
-pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Send {
+pub(super) fn run(
+    inner: Arc<Inner>,
+    ask: Ask,
+    complete: Arc<std::sync::atomic::AtomicBool>,
+) -> impl Stream<Item = Event> + Send {
     async_stream::stream! {
         let started = Instant::now();
         // Taken before any await, so turns are ordered as they were asked even when answers
@@ -159,6 +163,7 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
             let turn = Turn { id: turn_id, question: ask.question.clone(), answer: answer.clone(), created_at };
             let save_started = Instant::now();
             let save = arm_save(&inner, &ask.session, turn);
+            complete.store(true, std::sync::atomic::Ordering::Release);
             yield Event::Sources(Vec::new());
             if !answer.is_empty() {
                 yield Event::Token(answer.clone());
@@ -302,6 +307,8 @@ pub(super) fn run(inner: Arc<Inner>, ask: Ask) -> impl Stream<Item = Event> + Se
         };
         let turn = Turn { id: turn_id, question: ask.question.clone(), answer: saved_answer, created_at };
         let save = arm_save(&inner, &ask.session, turn);
+        // From here on, dropping the stream no longer cancels anything: the save finishes.
+        complete.store(true, std::sync::atomic::Ordering::Release);
         if let Some(usage) = usage {
             yield Event::Usage(usage);
         }

@@ -140,7 +140,9 @@ impl Pipeline {
     /// polled, and dropping it cancels the ask.
     pub fn ask(&self, ask: Ask) -> AnswerStream {
         let span = trace::ask(&ask);
-        AnswerStream::new(Box::pin(flow::run(Arc::clone(&self.inner), ask)), span)
+        let complete = Arc::default();
+        let flow = flow::run(Arc::clone(&self.inner), ask, Arc::clone(&complete));
+        AnswerStream::new(Box::pin(flow), complete, span)
     }
 
     /// Waits until the background work started so far (turn saves whose stream was dropped

@@ -1,4 +1,6 @@
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::stream::{BoxStream, FusedStream, Stream, StreamExt};
@@ -14,17 +16,33 @@ use crate::error::Result;
 pub struct AnswerStream {
     inner: BoxStream<'static, Event>,
     done: bool,
+    /// Set by the flow once the answer is complete and its save armed.
+    complete: Arc<AtomicBool>,
     /// The ask's span, entered while the flow runs; closed at the terminal event.
     span: tracing::Span,
 }
 
 impl AnswerStream {
-    pub(crate) fn new(inner: BoxStream<'static, Event>, span: tracing::Span) -> Self {
+    pub(crate) fn new(
+        inner: BoxStream<'static, Event>,
+        complete: Arc<AtomicBool>,
+        span: tracing::Span,
+    ) -> Self {
         AnswerStream {
             inner,
             done: false,
+            complete,
             span,
         }
+    }
+
+    /// Whether the ask is past the point where dropping the stream cancels it: the model's
+    /// answer is complete and its turn is being saved (or the ask has ended). A caller that
+    /// must stop early (a deadline, a client gone) can tell from this whether the turn will
+    /// still be saved (or dead-lettered by the pipeline), so that it neither reports the
+    /// answer as lost nor dead-letters it a second time.
+    pub fn is_complete(&self) -> bool {
+        self.done || self.complete.load(Ordering::Acquire)
     }
 
     /// Only the answer text: `Ok` tokens, then one `Err` if the ask failed.

@@ -1,21 +1,14 @@
 //! What the Lambda handler tests share: a loopback `@connections` endpoint that records every
-//! frame, the events of each route, and the AWS clients of moto's DynamoDB and SQS.
+//! frame, the events of each route, and the AWS clients of moto's DynamoDB and SQS. The test
+//! files that use it also include rag-bedrock's loopback server as `bedrock`.
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
+
+use crate::bedrock::{Reply, TestServer};
 
 /// The variable naming moto's endpoint (DynamoDB and SQS), as in rag-dynamodb's tests.
 pub const ENDPOINT_VAR: &str = "RAG_TEST_DYNAMODB_ENDPOINT";
@@ -47,7 +40,7 @@ pub fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
         .build()
 }
 
-/// One PostToConnection the endpoint received.
+/// One PostToConnection the endpoint accepted.
 #[derive(Debug, Clone)]
 pub struct Post {
     /// The connection id from the path.
@@ -76,59 +69,71 @@ pub enum Answer {
     ForbiddenAfter(usize),
 }
 
-#[derive(Debug)]
-struct State {
-    posts: Vec<Post>,
-    refused: usize,
-    answer: Answer,
-}
+/// The most posts a test makes.
+const MAX_POSTS: usize = 10_000;
 
-/// A loopback `@connections` endpoint of an API's stage `prod`; it stops when dropped.
+/// A loopback `@connections` endpoint of an API's stage `prod`: rag-bedrock's loopback server
+/// with a script of PostToConnection answers. It stops when dropped.
 pub struct Connections {
-    addr: SocketAddr,
-    state: Arc<Mutex<State>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Connections {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    server: TestServer,
+    /// How many posts the script accepts before it refuses the rest.
+    accepts: usize,
 }
 
 impl Connections {
     /// Starts the endpoint on 127.0.0.1.
     pub async fn start(answer: Answer) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(State {
-            posts: Vec::new(),
-            refused: 0,
-            answer,
-        }));
-        let shared = Arc::clone(&state);
-        let task = tokio::spawn(async move {
-            while let Ok((socket, _)) = listener.accept().await {
-                let state = Arc::clone(&shared);
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(Arc::clone(&state), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(socket), service)
-                        .await;
-                });
-            }
+        let (accepts, refusal) = match answer {
+            Answer::Accept => (MAX_POSTS, None),
+            Answer::GoneAfter(n) => (n, Some((410, "GoneException"))),
+            Answer::ForbiddenAfter(n) => (n, Some((403, "ForbiddenException"))),
+        };
+        let script = (0..MAX_POSTS).map(|i| match refusal {
+            Some((status, error_type)) if i >= accepts => Reply::error(
+                status,
+                error_type,
+                &format!("{error_type} for the connection"),
+            ),
+            _ => Reply::Json {
+                status: 200,
+                error_type: None,
+                body: String::new(),
+            },
         });
-        Connections { addr, state, task }
+        Connections {
+            server: TestServer::start(script).await,
+            accepts,
+        }
     }
 
     /// The callback URL of the stage, as `https://{domain}/{stage}` is in AWS.
     pub fn url(&self) -> String {
-        format!("http://{}/prod", self.addr)
+        format!("{}/prod", self.server.url())
+    }
+
+    /// Every post, accepted or not, in order, with the connection id from its path.
+    fn all(&self) -> Vec<Post> {
+        self.server
+            .requests()
+            .into_iter()
+            .map(|r| {
+                assert_eq!(r.method, "POST", "PostToConnection is a POST");
+                let path = r.path.replace("%40", "@").replace("%3D", "=");
+                let connection = path
+                    .strip_prefix("/prod/@connections/")
+                    .unwrap_or_else(|| panic!("not a PostToConnection path: {path}"));
+                Post {
+                    connection: connection.to_string(),
+                    body: r.body,
+                    at: r.at,
+                }
+            })
+            .collect()
     }
 
     /// The frames accepted, in order.
     pub fn posts(&self) -> Vec<Post> {
-        self.state.lock().unwrap().posts.clone()
+        self.all().into_iter().take(self.accepts).collect()
     }
 
     /// The accepted frames as JSON.
@@ -138,63 +143,8 @@ impl Connections {
 
     /// How many posts were refused.
     pub fn refused(&self) -> usize {
-        self.state.lock().unwrap().refused
+        self.all().len().saturating_sub(self.accepts)
     }
-}
-
-async fn handle(
-    state: Arc<Mutex<State>>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let path = parts.uri.path().replace("%40", "@").replace("%3D", "=");
-    let Some(connection) = path.strip_prefix("/prod/@connections/") else {
-        return Ok(Response::builder()
-            .status(404)
-            .body(Full::new(Bytes::from_static(b"{}")))
-            .unwrap());
-    };
-    assert_eq!(
-        parts.method,
-        hyper::Method::POST,
-        "PostToConnection is a POST"
-    );
-    let mut state = state.lock().unwrap();
-    let accepted = state.posts.len();
-    let refusal = match state.answer {
-        Answer::Accept => None,
-        Answer::GoneAfter(n) => (accepted >= n).then_some((410, "GoneException")),
-        Answer::ForbiddenAfter(n) => (accepted >= n).then_some((403, "ForbiddenException")),
-    };
-    Ok(match refusal {
-        Some((status, error_type)) => {
-            state.refused += 1;
-            Response::builder()
-                .status(status)
-                .header("content-type", "application/json")
-                .header("x-amzn-ErrorType", error_type)
-                .body(Full::new(Bytes::from(
-                    json!({"message": format!("{error_type} for {connection}")}).to_string(),
-                )))
-                .unwrap()
-        }
-        None => {
-            state.posts.push(Post {
-                connection: connection.to_string(),
-                body: body.to_vec(),
-                at: Instant::now(),
-            });
-            Response::builder()
-                .status(200)
-                .body(Full::new(Bytes::new()))
-                .unwrap()
-        }
-    })
 }
 
 /// The event of a message on the `$default` route as the template's request template passes
