@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs moto's DynamoDB-compatible server on loopback for the rag-dynamodb tests.
+# Runs moto's server on loopback for the DynamoDB tests (rag-dynamodb, rag-lambda) and the SQS
+# tests (rag-lambda).
 #
 #   scripts/moto.sh start    install moto (once, into target/moto-venv), start it on a free
 #                            port of 127.0.0.1, wait until it answers, write

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: formatting, lints, every test (moto's DynamoDB server
-# started on 127.0.0.1 for the DynamoDB tests and stopped afterwards; the reference tokenizers
-# installed into target/reference-tokenizers for the token budget tests; Debian's Chromium and
-# ChromeDriver installed for the page's browser test), and the docs.
+# The whole test suite, as CI runs it: formatting, lints, every test (moto's server started on
+# 127.0.0.1 for the DynamoDB and SQS tests and stopped afterwards; the reference tokenizers
+# installed into target/reference-tokenizers for the token budget tests; the AWS SAM CLI and
+# cfn-lint installed into target/sam-venv for `sam validate --lint` of the Lambda template;
+# Debian's Chromium and ChromeDriver installed for the page's browser test), and the docs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
 if [ -x scripts/moto.sh ]; then
-  step "starting moto's DynamoDB server on 127.0.0.1"
+  step "starting moto's server (DynamoDB, SQS) on 127.0.0.1"
   if ! scripts/moto.sh start; then
     echo "error: moto's server could not start, so the DynamoDB tests cannot run (see above)." >&2
     exit 1

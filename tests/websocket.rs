@@ -4,10 +4,12 @@
 #[path = "../examples/websocket/app.rs"]
 #[allow(dead_code)]
 mod app;
+#[path = "support/jwt.rs"]
+mod jwt;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -700,91 +702,7 @@ async fn shutdown_gives_up_on_a_stalled_answer_at_the_grace_deadline() {
 
 // ---- Identity: JWTs in the Cognito shape, signed by the test's own keys ----
 
-const ISSUER: &str = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TestPool";
-const CLIENT: &str = "test-app-client";
-
-/// The test keys' private halves (PKCS#1 DER) and public halves (JWK), by kid.
-fn private_key(kid: &str) -> &'static [u8] {
-    match kid {
-        "key1" => include_bytes!("fixtures/jwt/key1.der"),
-        _ => include_bytes!("fixtures/jwt/key2.der"),
-    }
-}
-
-fn public_jwk(kid: &str) -> Value {
-    let text = match kid {
-        "key1" => include_str!("fixtures/jwt/key1.jwk.json"),
-        _ => include_str!("fixtures/jwt/key2.jwk.json"),
-    };
-    serde_json::from_str(text).expect("a JWK")
-}
-
-/// Signs `claims` with the key `signing_key`, naming `kid` in the header.
-fn sign(claims: &Value, signing_key: &str, kid: &str) -> String {
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    header.kid = Some(kid.to_string());
-    let key = jsonwebtoken::EncodingKey::from_rsa_der(private_key(signing_key));
-    jsonwebtoken::encode(&header, claims, &key).expect("signed")
-}
-
-fn now() -> u64 {
-    jsonwebtoken::get_current_timestamp()
-}
-
-/// An id token's claims for `sub` in `groups`, valid for an hour.
-fn id_claims(sub: &str, groups: &[&str]) -> Value {
-    json!({
-        "sub": sub,
-        "iss": ISSUER,
-        "aud": CLIENT,
-        "token_use": "id",
-        "exp": now() + 3600,
-        "iat": now(),
-        "cognito:groups": groups,
-    })
-}
-
-fn token_for(sub: &str, groups: &[&str]) -> String {
-    sign(&id_claims(sub, groups), "key1", "key1")
-}
-
-/// A JWKS endpoint on 127.0.0.1: the keys it serves can change, and it counts its requests.
-struct Jwks {
-    url: String,
-    keys: Arc<Mutex<Vec<Value>>>,
-    hits: Arc<AtomicUsize>,
-}
-
-async fn jwks(kids: &[&str]) -> Jwks {
-    let keys = Arc::new(Mutex::new(
-        kids.iter().map(|k| public_jwk(k)).collect::<Vec<_>>(),
-    ));
-    let hits = Arc::new(AtomicUsize::new(0));
-    let router = axum::Router::new().route(
-        "/.well-known/jwks.json",
-        axum::routing::get({
-            let (keys, hits) = (Arc::clone(&keys), Arc::clone(&hits));
-            move || async move {
-                hits.fetch_add(1, Ordering::SeqCst);
-                let keys = keys.lock().unwrap().clone();
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    json!({ "keys": keys }).to_string(),
-                )
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    Jwks {
-        url: format!("http://{addr}/.well-known/jwks.json"),
-        keys,
-        hits,
-    }
-}
+use jwt::{id_claims, jwks, now, public_jwk, sign, token_for, Jwks, CLIENT, ISSUER};
 
 fn verifier(jwks: &Jwks, token_use: app::auth::TokenUse) -> Arc<app::auth::JwtVerifier> {
     let config = app::auth::JwtConfig {

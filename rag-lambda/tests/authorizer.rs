@@ -4,109 +4,29 @@
 //! <https://docs.aws.amazon.com/apigateway/latest/developerguide/apigateway-websocket-api-lambda-auth.html>),
 //! JWTs in the Cognito shape signed by the test keys, and the keys' JWKS served on 127.0.0.1.
 
-use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper::Response;
-use hyper_util::rt::TokioIo;
 use rag_lambda::authorizer::{Authorizer, AuthorizerError};
 use rag_lambda::jwt::{JwtConfig, JwtVerifier, TokenUse};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 
-const ISSUER: &str = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TestPool";
-const CLIENT: &str = "test-app-client";
+#[path = "../../tests/support/jwt.rs"]
+mod jwt;
+
+use jwt::{id_claims, now, sign, token_for, Jwks, CLIENT, ISSUER};
+
 const METHOD_ARN: &str = "arn:aws:execute-api:us-east-1:123456789012:abcdef123/prod/$connect";
 
-/// The test keys of the root package's websocket tests: test-only, they guard nothing. The
-/// private half (PKCS#1 DER) signs, the public half (JWK) is served.
-const PRIVATE_KEY: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../tests/fixtures/jwt/key1.der"
-));
-const PUBLIC_JWK: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../tests/fixtures/jwt/key1.jwk.json"
-));
-const OTHER_PRIVATE_KEY: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../tests/fixtures/jwt/key2.der"
-));
-
-fn now() -> u64 {
-    jsonwebtoken::get_current_timestamp()
-}
-
-/// Signs `claims` with `key`, naming the served key's id.
-fn sign_with(claims: &Value, key: &[u8]) -> String {
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    header.kid = Some("key1".to_string());
-    jsonwebtoken::encode(
-        &header,
-        claims,
-        &jsonwebtoken::EncodingKey::from_rsa_der(key),
-    )
-    .expect("signed")
-}
-
-/// An id token's claims for `sub` in `groups`, valid for an hour.
-fn id_claims(sub: &str, groups: &[&str]) -> Value {
-    json!({
-        "sub": sub,
-        "iss": ISSUER,
-        "aud": CLIENT,
-        "token_use": "id",
-        "exp": now() + 3600,
-        "iat": now(),
-        "cognito:groups": groups,
-    })
-}
-
-fn token_for(sub: &str, groups: &[&str]) -> String {
-    sign_with(&id_claims(sub, groups), PRIVATE_KEY)
-}
-
-/// The JWKS on 127.0.0.1, counting its requests.
-struct Jwks {
-    url: String,
-    hits: Arc<AtomicUsize>,
-}
-
+/// The JWKS of the test key `key1`, on 127.0.0.1.
 async fn jwks() -> Jwks {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let hits = Arc::new(AtomicUsize::new(0));
-    let body =
-        json!({ "keys": [serde_json::from_str::<Value>(PUBLIC_JWK).expect("a JWK")] }).to_string();
-    let counted = Arc::clone(&hits);
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let (hits, body) = (Arc::clone(&counted), body.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |_request: hyper::Request<hyper::body::Incoming>| {
-                    hits.fetch_add(1, Ordering::SeqCst);
-                    let response = Response::builder()
-                        .header("content-type", "application/json")
-                        .body(Full::new(Bytes::from(body.clone())))
-                        .expect("a response");
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(socket), service)
-                    .await;
-            });
-        }
-    });
-    Jwks {
-        url: format!("http://{addr}/.well-known/jwks.json"),
-        hits,
-    }
+    jwt::jwks(&["key1"]).await
+}
+
+/// Signs `claims` with the served key.
+fn signed(claims: &Value) -> String {
+    sign(claims, "key1", "key1")
 }
 
 /// An authorizer for the test pool's `token_use` tokens, its keys loaded as at cold start.
@@ -299,7 +219,7 @@ async fn an_expired_or_badly_signed_token_is_unauthorized() {
     let authorizer = authorizer_for(&keys, TokenUse::Id).await;
     let mut expired = id_claims("alice-sub", &[]);
     expired["exp"] = json!(now() - 600);
-    let expired = subprotocols(&sign_with(&expired, PRIVATE_KEY));
+    let expired = subprotocols(&signed(&expired));
     assert_unauthorized(
         authorize(
             &authorizer,
@@ -309,7 +229,7 @@ async fn an_expired_or_badly_signed_token_is_unauthorized() {
         "it has expired",
     );
     // Signed with another key than the one its header names.
-    let forged = subprotocols(&sign_with(&id_claims("alice-sub", &[]), OTHER_PRIVATE_KEY));
+    let forged = subprotocols(&sign(&id_claims("alice-sub", &[]), "key2", "key1"));
     assert_unauthorized(
         authorize(
             &authorizer,
@@ -377,7 +297,7 @@ async fn a_valid_token_for_another_client_or_use_is_denied() {
     let access = json!({"sub": "alice-sub", "iss": ISSUER, "token_use": "access",
                         "client_id": CLIENT, "exp": now() + 600});
     for claims in [other_client, access] {
-        let protocols = subprotocols(&sign_with(&claims, PRIVATE_KEY));
+        let protocols = subprotocols(&signed(&claims));
         let answer = authorize(
             &authorizer,
             connect_event(&[("Sec-WebSocket-Protocol", &protocols)], &[]),
@@ -398,10 +318,9 @@ async fn a_valid_token_for_another_client_or_use_is_denied() {
     .await
     .expect("a Deny");
     assert_eq!(effect(&answer), "Deny");
-    let access_token = subprotocols(&sign_with(
+    let access_token = subprotocols(&signed(
         &json!({"sub": "alice-sub", "iss": ISSUER, "token_use": "access",
                 "client_id": CLIENT, "exp": now() + 600}),
-        PRIVATE_KEY,
     ));
     let answer = authorize(
         &access_authorizer,
