@@ -189,13 +189,21 @@ impl From<Claims> for Identity {
 }
 
 impl From<JwtError> for Refusal {
-    /// 401 for a token that is not valid, 403 for one that is not for this service; the
-    /// verifier's own failures (which `verify` does not return) would be a 500.
+    /// 401 for a token that is not valid, 403 for one that is not for this service, 500 when
+    /// the verifier itself failed (the signing keys could not be fetched for a key id it does
+    /// not hold): then the token may well be good, and the reason, which names the JWKS URL,
+    /// goes to the log only.
     fn from(error: JwtError) -> Self {
         let status = match error.kind() {
             JwtErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             JwtErrorKind::Forbidden => StatusCode::FORBIDDEN,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => {
+                tracing::error!(error = %error.message(), "a token could not be checked");
+                return Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the sign-in could not be checked; try again in a moment",
+                );
+            }
         };
         Refusal::new(status, error.message())
     }

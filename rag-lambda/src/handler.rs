@@ -13,18 +13,21 @@
 //! invokes this function asynchronously (`X-Amz-Invocation-Type: Event` on an `AWS`
 //! integration): the route is acknowledged at once and the answer streams through
 //! PostToConnection until it ends, up to the function's own timeout. Near that timeout
-//! ([`HandlerLimits::deadline_margin`]) the answer is stopped, the client gets a retryable
-//! `error` frame and the ask is dead-lettered, so even that is never silent.
+//! ([`HandlerLimits::deadline_margin`]) an answer that is not complete is stopped, the ask is
+//! dead-lettered and the client gets a retryable `error` frame, so even that is never silent;
+//! a complete answer's last frames are posted until shortly before the deadline, and its turn
+//! is saved by the pipeline.
 //!
 //! **The client leaves.** A post answered `410 GoneException` drops the answer stream, which
 //! cancels the model call; the turn is saved only once the answer is complete, so nothing is
 //! saved. Any other post failure (after the SDK's retries) does the same and dead-letters the
 //! ask with what had been answered.
 //!
-//! **Who asks.** The conversation is the authorizer's user (`principalId`, the owner) and
-//! the connection id, or the session the authorizer passed on from `?session=` (see
-//! [`crate::authorizer`]), which the history refuses if another user owns it. The user's
-//! `groups` reach the retriever with the [`UserContext`].
+//! **Who asks.** A message without the authorizer's user (`principalId`) is refused: the
+//! handler fails closed. The conversation is that user (the owner) and the connection id, or
+//! the session the authorizer passed on from `?session=` (see [`crate::authorizer`]), which
+//! the history refuses if another user owns it. The user's `groups` reach the retriever with
+//! the [`UserContext`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +45,11 @@ use tokio::time::Instant;
 use crate::coalesce::{FrameLimits, TokenBatcher};
 use crate::post::{Callbacks, Connection, PostError};
 use crate::protocol::{client_id_of, read_message, Frame, Reply, TOO_LARGE};
+
+/// How long before the invocation's deadline even a complete answer's last frames stop
+/// being posted, so that the function returns (and its saves finish) in time; at most half
+/// of [`HandlerLimits::deadline_margin`].
+const LAST_CALL: Duration = Duration::from_secs(2);
 
 /// The bounds the handler keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,8 +256,22 @@ impl AskHandler {
                 .connection(&caller.domain_name, &caller.stage, &caller.connection_id)?;
         let outcome = self.answer(&caller, &connection, event, deadline).await;
         // Saves and dead letters run in the pipeline's background tasks: finish them before
-        // the function is frozen.
-        self.pipeline.flush().await;
+        // the function is frozen (each is bounded by the pipeline's own timeouts).
+        let flushed = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, self.pipeline.flush())
+                .await
+                .is_ok(),
+            None => {
+                self.pipeline.flush().await;
+                true
+            }
+        };
+        if !flushed {
+            tracing::error!(
+                request_id = %caller.request_id,
+                "saves or dead letters were still running at the invocation's deadline"
+            );
+        }
         tracing::info!(
             request_id = %caller.request_id,
             connection = %caller.connection_id,
@@ -295,6 +317,13 @@ impl AskHandler {
             }
         };
         let id = id.as_deref();
+        if caller.principal.is_none() {
+            // Fail closed: without the authorizer's user, the conversation would have no
+            // owner and any `?session=` would be open to anyone.
+            tracing::error!(request_id, "the event carries no authorizer principalId");
+            let frame = Frame::error("this connection has no signed-in user");
+            return self.refuse(connection, &frame, id, request_id).await;
+        }
         let session = match caller.session() {
             Ok(session) => session,
             Err(e) => {
@@ -332,8 +361,9 @@ impl AskHandler {
             };
         }
         let cutoff = deadline.map(|d| d - self.limits.deadline_margin);
+        let last_call = deadline.map(|d| d - LAST_CALL.min(self.limits.deadline_margin / 2));
         let mut events = self.pipeline.ask(ask);
-        let stopped = pump(&mut out, &mut events, cutoff, request_id).await;
+        let stopped = pump(&mut out, &mut events, (cutoff, last_call), request_id).await;
         // Past this point dropping the stream cancels nothing: the turn is saved (or
         // dead-lettered by the pipeline), so the handler must not dead-letter it again.
         let complete = events.is_complete();
@@ -375,6 +405,15 @@ impl AskHandler {
                     .await;
                 Outcome::Undeliverable
             }
+            Err(Stop::OutOfTime) if complete => {
+                // Only the last frames of a complete answer were left: the pipeline saves its
+                // turn (or dead-letters it), so it is neither told to try again nor letter-ed.
+                tracing::warn!(
+                    request_id,
+                    "the invocation's deadline came while the last frames of a complete answer were posted"
+                );
+                Outcome::Undeliverable
+            }
             Err(Stop::OutOfTime) => {
                 let after = cutoff
                     .zip(deadline)
@@ -384,19 +423,29 @@ impl AskHandler {
                     request_id,
                     "the invocation's deadline came before the answer ended"
                 );
-                let frame = Frame::Error {
-                    message: "the answer took too long, try again".into(),
-                    retryable: true,
-                };
-                if let Err(e) = out.send(&frame).await {
-                    tracing::warn!(request_id, error = %e, "the error frame could not be posted");
-                }
+                // The letter first, while there is time; the text not yet posted is dropped
+                // (it is in the letter), and the error frame gets what time is left.
                 let error = Error::Timeout {
                     stage: Stage::Generation,
                     after,
                 };
-                self.dead_letter(&session, question, error, out.streamed)
+                out.discard_pending();
+                self.dead_letter(&session, question, error, out.streamed.clone())
                     .await;
+                let frame = Frame::Error {
+                    message: "the answer took too long, try again".into(),
+                    retryable: true,
+                };
+                let left = last_call.unwrap_or_else(Instant::now);
+                match tokio::time::timeout_at(left, out.send(&frame)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(request_id, error = %e, "the error frame could not be posted")
+                    }
+                    Err(_) => {
+                        tracing::warn!(request_id, "no time was left to post the error frame")
+                    }
+                }
                 Outcome::OutOfTime
             }
         }
@@ -480,7 +529,7 @@ impl From<PostError> for Stop {
 async fn pump(
     out: &mut Outbox<'_>,
     events: &mut rag_core::AnswerStream,
-    cutoff: Option<Instant>,
+    (cutoff, last_call): (Option<Instant>, Option<Instant>),
     request_id: &str,
 ) -> Result<Outcome, Stop> {
     loop {
@@ -488,7 +537,15 @@ async fn pump(
         let racing_the_deadline = cutoff.is_some() && !events.is_complete();
         tokio::select! {
             biased;
-            () = sleep_until(cutoff), if racing_the_deadline => return Err(Stop::OutOfTime),
+            // The last call stops even a complete answer's last frames: the function must
+            // return (and the pipeline flush its save) before Lambda stops it.
+            () = sleep_until(last_call) => return Err(Stop::OutOfTime),
+            () = sleep_until(cutoff), if racing_the_deadline => {
+                // The answer may have become complete in this very poll.
+                if !events.is_complete() {
+                    return Err(Stop::OutOfTime);
+                }
+            }
             () = sleep_until(flush_at) => out.flush().await?,
             event = events.next() => match event {
                 // The stream ends after its terminal event; this is only reached if it did not
@@ -600,6 +657,12 @@ impl<'a> Outbox<'a> {
             Some(at) if at <= Instant::now() => self.flush().await,
             _ => Ok(()),
         }
+    }
+
+    /// Drops the gathered text that was not posted (it stays in `streamed`).
+    fn discard_pending(&mut self) {
+        self.full.clear();
+        self.batcher.take();
     }
 
     /// Posts the gathered text now, waiting out the interval first.

@@ -226,6 +226,9 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 struct Keys {
     by_kid: HashMap<String, DecodingKey>,
     refreshed_for_unknown_kid: Option<Instant>,
+    /// Why the last fetch failed, until one succeeds: tokens whose key is unknown meanwhile
+    /// are told the service failed, not that they are not valid.
+    last_fetch_failed: Option<JwtError>,
 }
 
 /// Verifies JWTs against a JWKS that it fetches once, caches, and fetches again when a token
@@ -378,18 +381,22 @@ impl JwtVerifier {
                 .refreshed_for_unknown_kid
                 .is_some_and(|at| at.elapsed() < self.config.refresh_interval)
             {
-                return Err(unknown());
+                return Err(keys.last_fetch_failed.clone().unwrap_or_else(unknown));
             }
         }
         let fetched = self.fetch().await;
         let mut keys = self.keys.write().await;
         keys.refreshed_for_unknown_kid = Some(Instant::now());
         match fetched {
-            Ok(fetched) => keys.by_kid = fetched,
+            Ok(fetched) => {
+                keys.by_kid = fetched;
+                keys.last_fetch_failed = None;
+            }
             Err(e) => {
                 // The keys held stay in use. A token whose key is not among them may be good:
                 // the failure is the service's (a JWKS error), not the token's.
                 tracing::warn!(error = %e, "JWKS refresh failed");
+                keys.last_fetch_failed = Some(e.clone());
                 return keys.by_kid.get(kid).cloned().ok_or(e);
             }
         }

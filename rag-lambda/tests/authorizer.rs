@@ -397,3 +397,33 @@ async fn keys_that_cannot_be_fetched_fail_the_service_not_the_user() {
         "a 500, not Unauthorized: {error:?}"
     );
 }
+
+#[tokio::test]
+async fn while_the_keys_cannot_be_fetched_every_token_is_the_services_failure() {
+    let verifier = JwtVerifier::new(JwtConfig {
+        jwks_url: "http://127.0.0.1:9/.well-known/jwks.json".to_string(),
+        issuer: ISSUER.to_string(),
+        client_ids: vec![CLIENT.to_string()],
+        token_use: TokenUse::Id,
+        leeway: Duration::from_secs(5),
+        refresh_interval: Duration::from_secs(60),
+    })
+    .expect("a verifier");
+    let authorizer = Authorizer::new(verifier);
+    // The first token fetches and fails; the next ones, within the refresh interval, do not
+    // fetch again and are told the same.
+    for sub in ["carol-sub", "dave-sub", "erin-sub"] {
+        let protocols = subprotocols(&token_for(sub, &[]));
+        let error = authorize(
+            &authorizer,
+            connect_event(&[("Sec-WebSocket-Protocol", &protocols)], &[]),
+        )
+        .await
+        .expect_err("not allowed");
+        assert!(
+            matches!(error, AuthorizerError::BadEvent(_)),
+            "{sub}: {error:?}"
+        );
+    }
+    assert_eq!(authorizer.verifier().fetches(), 1, "one fetch per interval");
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use rag_bedrock::{BedrockGenerator, KnowledgeBaseRetriever};
+use rag_core::testing::Delayed;
 use rag_core::{
     template_for_profile, DeadLetterSink, HistoryStore, ModelProfile, Owner, Pipeline, SessionId,
 };
@@ -77,14 +78,16 @@ fn limits() -> HandlerLimits {
 
 impl Rig {
     async fn start(model: Vec<Reply>, kb: Vec<Reply>, answer: Answer) -> Rig {
-        Rig::start_with(model, kb, answer, limits()).await
+        Rig::start_with(model, kb, answer, limits(), Duration::ZERO).await
     }
 
+    /// A rig whose handler keeps `limits` and whose turn saves take `save_delay` longer.
     async fn start_with(
         model: Vec<Reply>,
         kb: Vec<Reply>,
         answer: Answer,
         limits: HandlerLimits,
+        save_delay: Duration,
     ) -> Rig {
         let moto = support::sdk_config(&support::moto_endpoint());
         let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -124,10 +127,14 @@ impl Rig {
             .with_generator(generator)
             .with_retriever(retriever)
             .with_history(
-                DynamoDbHistory::builder(table)
-                    .with_sdk_config(&moto)
-                    .build()
-                    .unwrap(),
+                Delayed::new(
+                    DynamoDbHistory::builder(table)
+                        .with_sdk_config(&moto)
+                        .build()
+                        .unwrap(),
+                    Duration::ZERO,
+                )
+                .with_write_delay(save_delay),
             )
             .with_dead_letters(Arc::clone(&dead_letters))
             .build()
@@ -437,6 +444,7 @@ async fn the_invocation_deadline_stops_the_answer_tells_the_client_and_dead_lett
             deadline_margin: margin,
             ..limits()
         },
+        Duration::ZERO,
     )
     .await;
     let event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(message_event(
@@ -461,6 +469,49 @@ async fn the_invocation_deadline_stops_the_answer_tells_the_client_and_dead_lett
     assert_eq!(letters[0]["partial_answer"], "Lambda");
     assert!(rig.turns("conn-5=", "user-5").await.is_empty());
     assert_eq!(rig.model.open_streams(), 0, "the model stream is closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_that_comes_during_the_save_of_a_complete_answer_stops_nothing() {
+    // No metadata, so no Usage event: the stream goes from the last token straight to the
+    // save, which takes 1.5 s; the soft deadline (0.5 s from now) comes during it.
+    let frames: Vec<_> = converse_answer(&["Lambda runs code."], "end_turn", usage())
+        .into_iter()
+        .take(4)
+        .collect();
+    let rig = Rig::start_with(
+        vec![Reply::frames(frames)],
+        vec![passages()],
+        Answer::Accept,
+        HandlerLimits {
+            deadline_margin: Duration::from_millis(2_500),
+            ..limits()
+        },
+        Duration::from_millis(1_500),
+    )
+    .await;
+    let event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(message_event(
+        "conn-12=",
+        &question("What is Lambda?", "q12"),
+        "user-12",
+        "",
+    ))
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let outcome = rig.handler.handle(&event, Some(deadline)).await.unwrap();
+    assert_eq!(outcome, Outcome::Answered { saved: true });
+    let kinds = rig
+        .connections
+        .frames()
+        .iter()
+        .map(|f| f["type"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>();
+    assert_eq!(kinds, ["session", "sources", "token", "done"]);
+    assert_eq!(rig.turns("conn-12=", "user-12").await.len(), 1);
+    assert!(
+        rig.dead_letters().await.is_empty(),
+        "a complete answer is not dead-lettered"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -584,6 +635,21 @@ async fn bad_messages_get_an_error_frame_and_cost_no_backend_call() {
             "{last}"
         );
     }
+    // A message without the authorizer's user is refused: the handler fails closed.
+    let outcome = rig
+        .handle(message_event(
+            "conn-6=",
+            &question("Who am I?", "q"),
+            "",
+            "",
+        ))
+        .await;
+    assert_eq!(outcome, Outcome::Refused);
+    let frames = rig.connections.frames();
+    assert_eq!(
+        frames.last().unwrap()["message"],
+        "this connection has no signed-in user"
+    );
     // An empty question is refused by the pipeline before any backend is called.
     let outcome = rig
         .handle(message_event(
