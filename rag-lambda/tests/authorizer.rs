@@ -372,19 +372,25 @@ async fn a_group_whose_name_holds_the_separator_or_a_quote_is_left_out() {
     );
 }
 
+/// An authorizer whose JWKS cannot be fetched: nothing listens on port 9 of loopback, as if
+/// Cognito were unreachable.
+fn unreachable_keys() -> Authorizer {
+    Authorizer::new(
+        JwtVerifier::new(JwtConfig {
+            jwks_url: "http://127.0.0.1:9/.well-known/jwks.json".to_string(),
+            issuer: ISSUER.to_string(),
+            client_ids: vec![CLIENT.to_string()],
+            token_use: TokenUse::Id,
+            leeway: Duration::from_secs(5),
+            refresh_interval: Duration::from_secs(60),
+        })
+        .expect("a verifier"),
+    )
+}
+
 #[tokio::test]
 async fn keys_that_cannot_be_fetched_fail_the_service_not_the_user() {
-    // Nothing listens on port 9 of loopback: Cognito is unreachable.
-    let verifier = JwtVerifier::new(JwtConfig {
-        jwks_url: "http://127.0.0.1:9/.well-known/jwks.json".to_string(),
-        issuer: ISSUER.to_string(),
-        client_ids: vec![CLIENT.to_string()],
-        token_use: TokenUse::Id,
-        leeway: Duration::from_secs(5),
-        refresh_interval: Duration::from_secs(60),
-    })
-    .expect("a verifier");
-    let authorizer = Authorizer::new(verifier);
+    let authorizer = unreachable_keys();
     let protocols = subprotocols(&token_for("carol-sub", &["eng"]));
     let error = authorize(
         &authorizer,
@@ -400,16 +406,7 @@ async fn keys_that_cannot_be_fetched_fail_the_service_not_the_user() {
 
 #[tokio::test]
 async fn while_the_keys_cannot_be_fetched_every_token_is_the_services_failure() {
-    let verifier = JwtVerifier::new(JwtConfig {
-        jwks_url: "http://127.0.0.1:9/.well-known/jwks.json".to_string(),
-        issuer: ISSUER.to_string(),
-        client_ids: vec![CLIENT.to_string()],
-        token_use: TokenUse::Id,
-        leeway: Duration::from_secs(5),
-        refresh_interval: Duration::from_secs(60),
-    })
-    .expect("a verifier");
-    let authorizer = Authorizer::new(verifier);
+    let authorizer = unreachable_keys();
     // The first token fetches and fails; the next ones, within the refresh interval, do not
     // fetch again and are told the same.
     for sub in ["carol-sub", "dave-sub", "erin-sub"] {
